@@ -1,0 +1,116 @@
+//! Creating tensors: constants, ranges, data from Rust values, random draws.
+
+use crate::error::{msg, Result};
+use crate::rng::Generator;
+use crate::tensor::Tensor;
+use crate::Device;
+use scorch_ops::cpu::{self, CpuStorage, RandDist};
+use scorch_ops::{DType, Elem};
+
+impl Tensor {
+    /// A tensor of `shape` filled with `v`.
+    pub fn full(shape: &[usize], v: f64, dtype: DType) -> Result<Tensor> {
+        let n = shape.iter().product();
+        Ok(Tensor::from_cpu(CpuStorage::full(dtype, n, v), shape))
+    }
+    pub fn zeros(shape: &[usize], dtype: DType) -> Result<Tensor> {
+        let n = shape.iter().product();
+        Ok(Tensor::from_cpu(CpuStorage::zeros(dtype, n), shape))
+    }
+    pub fn ones(shape: &[usize], dtype: DType) -> Result<Tensor> {
+        Tensor::full(shape, 1.0, dtype)
+    }
+    pub fn zeros_like(t: &Tensor) -> Result<Tensor> {
+        Tensor::zeros(t.shape(), t.dtype())
+    }
+    pub fn ones_like(t: &Tensor) -> Result<Tensor> {
+        Tensor::ones(t.shape(), t.dtype())
+    }
+    pub fn full_like(t: &Tensor, v: f64) -> Result<Tensor> {
+        Tensor::full(t.shape(), v, t.dtype())
+    }
+    /// A 0-d tensor.
+    pub fn scalar(v: f64, dtype: DType) -> Result<Tensor> {
+        Tensor::full(&[], v, dtype)
+    }
+    /// `start, start+step, …` below `end`.
+    pub fn arange(start: f64, end: f64, step: f64, dtype: DType) -> Result<Tensor> {
+        if step == 0.0 || !step.is_finite() || !start.is_finite() || !end.is_finite() {
+            return msg(format!("arange({start}, {end}, {step}): step must be finite and non-zero"));
+        }
+        let n = ((end - start) / step).ceil().max(0.0) as usize;
+        let s = CpuStorage::from_f64_iter(dtype, (0..n).map(|i| start + i as f64 * step));
+        Ok(Tensor::from_cpu(s, &[n]))
+    }
+    /// `n` evenly spaced points from `start` to `end` inclusive.
+    pub fn linspace(start: f64, end: f64, n: usize, dtype: DType) -> Result<Tensor> {
+        let step = if n > 1 { (end - start) / (n - 1) as f64 } else { 0.0 };
+        let s = CpuStorage::from_f64_iter(dtype, (0..n).map(|i| if i + 1 == n && n > 1 { end } else { start + i as f64 * step }));
+        Ok(Tensor::from_cpu(s, &[n]))
+    }
+    /// The `n × n` identity.
+    pub fn eye(n: usize, dtype: DType) -> Result<Tensor> {
+        let s = CpuStorage::from_f64_iter(dtype, (0..n * n).map(|i| if i / n == i % n { 1.0 } else { 0.0 }));
+        Ok(Tensor::from_cpu(s, &[n, n]))
+    }
+    /// Takes ownership of `data` as a tensor of `shape`.
+    pub fn from_vec<T: Elem>(data: Vec<T>, shape: &[usize]) -> Result<Tensor> {
+        let n: usize = shape.iter().product();
+        if data.len() != n {
+            return msg(format!("from_vec: {} values for shape {shape:?} ({n} elements)", data.len()));
+        }
+        let bytes: &[u8] = bytemuck::cast_slice(&data);
+        Tensor::from_bytes(bytes, T::DTYPE, shape)
+    }
+    /// Copies `data` into a tensor of `shape`.
+    pub fn from_slice<T: Elem>(data: &[T], shape: &[usize]) -> Result<Tensor> {
+        Tensor::from_vec(data.to_vec(), shape)
+    }
+    /// f64 values converted to `dtype`.
+    pub fn from_f64s(data: &[f64], shape: &[usize], dtype: DType) -> Result<Tensor> {
+        let n: usize = shape.iter().product();
+        if data.len() != n {
+            return msg(format!("from_f64s: {} values for shape {shape:?} ({n} elements)", data.len()));
+        }
+        Ok(Tensor::from_cpu(CpuStorage::from_f64_iter(dtype, data.iter().copied()), shape))
+    }
+    /// Little-endian raw bytes (as written by `to_bytes` or safetensors).
+    pub fn from_bytes(bytes: &[u8], dtype: DType, shape: &[usize]) -> Result<Tensor> {
+        let n: usize = shape.iter().product();
+        if bytes.len() != n * dtype.size() {
+            return msg(format!("from_bytes: {} bytes for {dtype} shape {shape:?} (needs {})", bytes.len(), n * dtype.size()));
+        }
+        Ok(Tensor::from_cpu(CpuStorage::from_bytes(dtype, bytes)?, shape))
+    }
+
+    /// Normal draws from `gen`'s Philox stream.
+    pub fn randn(shape: &[usize], dtype: DType, gen: &Generator) -> Result<Tensor> {
+        Tensor::random(shape, dtype, gen, RandDist::Normal(0.0, 1.0))
+    }
+    /// Uniform draws in [0, 1).
+    pub fn rand(shape: &[usize], dtype: DType, gen: &Generator) -> Result<Tensor> {
+        Tensor::random(shape, dtype, gen, RandDist::Uniform(0.0, 1.0))
+    }
+    /// Draws from a distribution.
+    pub fn random(shape: &[usize], dtype: DType, gen: &Generator, dist: RandDist) -> Result<Tensor> {
+        let n: usize = shape.iter().product();
+        let (seed, offset) = gen.reserve(n);
+        let s = cpu::random(dtype, n, seed, offset, dist)?;
+        Ok(Tensor::from_cpu(s, shape))
+    }
+    /// Integers uniform in [lo, hi), i64.
+    pub fn randint(shape: &[usize], lo: i64, hi: i64, gen: &Generator) -> Result<Tensor> {
+        let n: usize = shape.iter().product();
+        let (seed, offset) = gen.reserve(n);
+        Ok(Tensor::from_cpu(cpu::randint(n, lo, hi, seed, offset)?, shape))
+    }
+    /// 1 with probability `p` (per element of `self`, which holds probabilities), else 0.
+    pub fn bernoulli(&self, gen: &Generator) -> Result<Tensor> {
+        let u = Tensor::rand(self.shape(), self.dtype(), gen)?;
+        u.lt(self)?.cast(self.dtype())
+    }
+    /// The device this tensor would be created on by default.
+    pub fn default_device() -> Device {
+        Device::Cpu
+    }
+}

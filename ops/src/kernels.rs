@@ -1,0 +1,170 @@
+//! The [`Kernels`] trait: the primitive set every backend provides. The engine's
+//! differentiable functions call only these. `Cpu` implements it with the rayon kernels in
+//! [`crate::cpu`]; the CUDA backend implements it with NVRTC-compiled kernels.
+
+use crate::cpu::attention::AttnGeom;
+use crate::cpu::conv::{Conv2dParams, ConvGeom};
+use crate::cpu::elementwise::{BinaryOp, UnaryOp};
+use crate::cpu::norm::NormKind;
+use crate::cpu::reduce::ReduceOp;
+use crate::cpu::{self, CpuStorage, RandDist};
+use crate::{DType, Layout, Result};
+
+/// A buffer together with the view of it an op reads.
+pub type View<'a, S> = (&'a S, &'a Layout);
+
+/// The primitives a backend implements. Outputs are new contiguous buffers.
+pub trait Kernels {
+    type Storage;
+    fn unary(&self, op: UnaryOp, x: View<Self::Storage>) -> Result<Self::Storage>;
+    fn binary(&self, op: BinaryOp, a: View<Self::Storage>, b: View<Self::Storage>) -> Result<(Self::Storage, Vec<usize>)>;
+    fn where_cond(&self, c: View<Self::Storage>, a: View<Self::Storage>, b: View<Self::Storage>) -> Result<(Self::Storage, Vec<usize>)>;
+    fn cast(&self, x: View<Self::Storage>, dtype: DType) -> Result<Self::Storage>;
+    fn contiguous(&self, x: View<Self::Storage>) -> Result<Self::Storage>;
+    fn copy_into(&self, dst: &mut Self::Storage, dst_l: &Layout, src: View<Self::Storage>) -> Result<()>;
+    fn reduce(&self, op: ReduceOp, x: View<Self::Storage>, axes: &[usize]) -> Result<Self::Storage>;
+    fn softmax(&self, x: View<Self::Storage>, axis: usize, log: bool) -> Result<Self::Storage>;
+    fn cumsum(&self, x: View<Self::Storage>, axis: usize) -> Result<Self::Storage>;
+    fn matmul(&self, a: View<Self::Storage>, b: View<Self::Storage>) -> Result<(Self::Storage, Vec<usize>)>;
+    fn conv2d(&self, x: View<Self::Storage>, w: View<Self::Storage>, p: Conv2dParams) -> Result<(Self::Storage, ConvGeom)>;
+    fn conv2d_bwd_data(&self, gy: View<Self::Storage>, w: View<Self::Storage>, cin_hw: [usize; 3], p: Conv2dParams) -> Result<Self::Storage>;
+    fn conv2d_bwd_weight(&self, x: View<Self::Storage>, gy: View<Self::Storage>, wshape: [usize; 4], p: Conv2dParams) -> Result<Self::Storage>;
+    #[allow(clippy::type_complexity)]
+    fn norm_fwd(
+        &self,
+        kind: NormKind,
+        x: View<Self::Storage>,
+        w: Option<View<Self::Storage>>,
+        b: Option<View<Self::Storage>>,
+        eps: f64,
+    ) -> Result<(Self::Storage, Self::Storage, Self::Storage)>;
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
+    fn norm_bwd(
+        &self,
+        kind: NormKind,
+        gy: View<Self::Storage>,
+        x: View<Self::Storage>,
+        mean: &Self::Storage,
+        rstd: &Self::Storage,
+        w: Option<View<Self::Storage>>,
+    ) -> Result<(Self::Storage, Self::Storage, Self::Storage)>;
+    fn attention_fwd(
+        &self,
+        q: View<Self::Storage>,
+        k: View<Self::Storage>,
+        v: View<Self::Storage>,
+        mask: Option<View<Self::Storage>>,
+        scale: Option<f64>,
+        causal: bool,
+    ) -> Result<(Self::Storage, Self::Storage, AttnGeom)>;
+    #[allow(clippy::too_many_arguments, clippy::type_complexity)]
+    fn attention_bwd(
+        &self,
+        q: View<Self::Storage>,
+        k: View<Self::Storage>,
+        v: View<Self::Storage>,
+        mask: Option<View<Self::Storage>>,
+        out: View<Self::Storage>,
+        lse: View<Self::Storage>,
+        grad_out: View<Self::Storage>,
+        scale: Option<f64>,
+        causal: bool,
+    ) -> Result<(Self::Storage, Self::Storage, Self::Storage)>;
+    fn random(&self, dtype: DType, n: usize, seed: u64, offset: u64, dist: RandDist) -> Result<Self::Storage>;
+}
+
+/// The CPU backend.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Cpu;
+
+impl Kernels for Cpu {
+    type Storage = CpuStorage;
+    fn unary(&self, op: UnaryOp, x: View<CpuStorage>) -> Result<CpuStorage> {
+        cpu::elementwise::unary(op, x.0, x.1)
+    }
+    fn binary(&self, op: BinaryOp, a: View<CpuStorage>, b: View<CpuStorage>) -> Result<(CpuStorage, Vec<usize>)> {
+        cpu::elementwise::binary(op, a.0, a.1, b.0, b.1)
+    }
+    fn where_cond(&self, c: View<CpuStorage>, a: View<CpuStorage>, b: View<CpuStorage>) -> Result<(CpuStorage, Vec<usize>)> {
+        cpu::elementwise::where_cond(c.0, c.1, a.0, a.1, b.0, b.1)
+    }
+    fn cast(&self, x: View<CpuStorage>, dtype: DType) -> Result<CpuStorage> {
+        Ok(cpu::elementwise::cast(x.0, x.1, dtype))
+    }
+    fn contiguous(&self, x: View<CpuStorage>) -> Result<CpuStorage> {
+        Ok(cpu::elementwise::contiguous(x.0, x.1))
+    }
+    fn copy_into(&self, dst: &mut CpuStorage, dst_l: &Layout, src: View<CpuStorage>) -> Result<()> {
+        cpu::elementwise::copy_into(dst, dst_l, src.0, src.1)
+    }
+    fn reduce(&self, op: ReduceOp, x: View<CpuStorage>, axes: &[usize]) -> Result<CpuStorage> {
+        cpu::reduce::reduce(op, x.0, x.1, axes)
+    }
+    fn softmax(&self, x: View<CpuStorage>, axis: usize, log: bool) -> Result<CpuStorage> {
+        cpu::reduce::softmax(x.0, x.1, axis, log)
+    }
+    fn cumsum(&self, x: View<CpuStorage>, axis: usize) -> Result<CpuStorage> {
+        cpu::reduce::cumsum(x.0, x.1, axis)
+    }
+    fn matmul(&self, a: View<CpuStorage>, b: View<CpuStorage>) -> Result<(CpuStorage, Vec<usize>)> {
+        cpu::matmul::matmul(a.0, a.1, b.0, b.1)
+    }
+    fn conv2d(&self, x: View<CpuStorage>, w: View<CpuStorage>, p: Conv2dParams) -> Result<(CpuStorage, ConvGeom)> {
+        cpu::conv::conv2d(x.0, x.1, w.0, w.1, p)
+    }
+    fn conv2d_bwd_data(&self, gy: View<CpuStorage>, w: View<CpuStorage>, cin_hw: [usize; 3], p: Conv2dParams) -> Result<CpuStorage> {
+        Ok(cpu::conv::conv2d_bwd_data(gy.0, gy.1, w.0, w.1, cin_hw, p)?.0)
+    }
+    fn conv2d_bwd_weight(&self, x: View<CpuStorage>, gy: View<CpuStorage>, wshape: [usize; 4], p: Conv2dParams) -> Result<CpuStorage> {
+        Ok(cpu::conv::conv2d_bwd_weight(x.0, x.1, gy.0, gy.1, wshape, p)?.0)
+    }
+    fn norm_fwd(
+        &self,
+        kind: NormKind,
+        x: View<CpuStorage>,
+        w: Option<View<CpuStorage>>,
+        b: Option<View<CpuStorage>>,
+        eps: f64,
+    ) -> Result<(CpuStorage, CpuStorage, CpuStorage)> {
+        cpu::norm::norm_fwd(kind, x.0, x.1, w, b, eps)
+    }
+    fn norm_bwd(
+        &self,
+        kind: NormKind,
+        gy: View<CpuStorage>,
+        x: View<CpuStorage>,
+        mean: &CpuStorage,
+        rstd: &CpuStorage,
+        w: Option<View<CpuStorage>>,
+    ) -> Result<(CpuStorage, CpuStorage, CpuStorage)> {
+        cpu::norm::norm_bwd(kind, gy.0, gy.1, x.0, x.1, mean, rstd, w)
+    }
+    fn attention_fwd(
+        &self,
+        q: View<CpuStorage>,
+        k: View<CpuStorage>,
+        v: View<CpuStorage>,
+        mask: Option<View<CpuStorage>>,
+        scale: Option<f64>,
+        causal: bool,
+    ) -> Result<(CpuStorage, CpuStorage, AttnGeom)> {
+        cpu::attention::attention_fwd(q, k, v, mask, scale, causal)
+    }
+    fn attention_bwd(
+        &self,
+        q: View<CpuStorage>,
+        k: View<CpuStorage>,
+        v: View<CpuStorage>,
+        mask: Option<View<CpuStorage>>,
+        out: View<CpuStorage>,
+        lse: View<CpuStorage>,
+        grad_out: View<CpuStorage>,
+        scale: Option<f64>,
+        causal: bool,
+    ) -> Result<(CpuStorage, CpuStorage, CpuStorage)> {
+        cpu::attention::attention_bwd(q, k, v, mask, out, lse, grad_out, scale, causal)
+    }
+    fn random(&self, dtype: DType, n: usize, seed: u64, offset: u64, dist: RandDist) -> Result<CpuStorage> {
+        cpu::random(dtype, n, seed, offset, dist)
+    }
+}
