@@ -19,3 +19,5 @@ pub use ops::conv::ConvParams;
 pub use rng::Generator;
 pub use scorch_ops::{DType, Layout};
 pub use tensor::Tensor;
+pub mod testing;
+pub mod registry;

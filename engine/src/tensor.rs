@@ -175,6 +175,30 @@ impl Tensor {
         &self.0.storage
     }
 
+    /// Runs `f` on this tensor's CPU buffer and layout (read-only): the door for kernels
+    /// that live outside the engine, such as the fused optimizer updates.
+    pub fn with_cpu_storage<R>(&self, f: impl FnOnce(&CpuStorage, &Layout) -> R) -> Result<R> {
+        let s = self.storage();
+        match &*s {
+            Storage::Cpu(c) => Ok(f(c, self.layout())),
+        }
+    }
+
+    /// Runs `f` with write access to this tensor's CPU buffer (shared with every view of
+    /// it) and this view's layout. Takes the storage's write lock and bumps its version, so
+    /// a graph that saved this tensor errors instead of silently using the new values.
+    /// Like [`Tensor::assign`], refused on tensors that take part in autograd while
+    /// gradient recording is on.
+    pub fn with_cpu_storage_mut<R>(&self, f: impl FnOnce(&mut CpuStorage, &Layout) -> R) -> Result<R> {
+        if autograd::is_grad_enabled() && self.requires_grad() {
+            return msg("in-place write to a tensor that requires grad; wrap the update in no_grad()");
+        }
+        let mut s = self.0.storage.write();
+        match &mut *s {
+            Storage::Cpu(c) => Ok(f(c, &self.0.layout)),
+        }
+    }
+
     // ---------------------------------------------------------------- autograd state
 
     /// True for leaves marked with `requires_grad` and for results of recorded ops.
@@ -217,6 +241,22 @@ impl Tensor {
     }
     pub(crate) fn set_grad(&self, g: Option<Tensor>) {
         *self.0.grad.lock().unwrap_or_else(|p| p.into_inner()) = g;
+    }
+    /// Replaces the accumulated gradient (PyTorch's `p.grad = g`), e.g. with a clipped
+    /// copy. `grad` must have this tensor's shape and dtype. Returns the previous one.
+    pub fn replace_grad(&self, grad: Option<Tensor>) -> Result<Option<Tensor>> {
+        if let Some(g) = &grad {
+            if g.shape() != self.shape() || g.dtype() != self.dtype() {
+                return Err(Error::Autograd(format!(
+                    "gradient of shape {:?} ({}) for a tensor of shape {:?} ({})",
+                    g.shape(),
+                    g.dtype(),
+                    self.shape(),
+                    self.dtype()
+                )));
+            }
+        }
+        Ok(std::mem::replace(&mut *self.0.grad.lock().unwrap_or_else(|p| p.into_inner()), grad))
     }
     /// Same data, cut from the graph.
     pub fn detach(&self) -> Tensor {

@@ -495,7 +495,7 @@ mod tetragamma_tests {
     use super::*;
     #[test]
     fn tetragamma_matches_trigamma_derivative() {
-        for &x in &[0.3, 1.0, 2.5, 7.0, 12.0, 150.0, -0.5, -3.7] {
+        for &x in &[0.3f64, 1.0, 2.5, 7.0, 12.0, 150.0, -0.5, -3.7] {
             let h = 1e-5 * x.abs().max(1.0);
             let fd = (trigamma(x + h) - trigamma(x - h)) / (2.0 * h);
             let t = tetragamma(x);

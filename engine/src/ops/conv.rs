@@ -38,8 +38,10 @@ impl Tensor {
         let (Some(ho), Some(wo)) = (out_hw(h, w.shape()[2], 0), out_hw(wd, w.shape()[3], 1)) else {
             return msg("conv_transpose2d: padding larger than the output");
         };
-        if output_padding[0] >= p.stride[0].max(p.dilation[0]) || output_padding[1] >= p.stride[1].max(p.dilation[1]) {
-            return msg("conv_transpose2d: output_padding must be smaller than stride or dilation");
+        // PyTorch also allows output_padding < dilation; scorch keeps conv_transpose the exact
+        // adjoint of conv2d (so its gradients are conv2d again) and requires < stride.
+        if output_padding[0] >= p.stride[0] || output_padding[1] >= p.stride[1] {
+            return msg(format!("conv_transpose2d: output_padding {output_padding:?} must be smaller than the stride {:?}", p.stride));
         }
         let cout = w.shape()[1] * p.groups;
         let y = conv2d_bwd_data(self, w, [cout, ho, wo], p)?;

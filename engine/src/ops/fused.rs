@@ -15,16 +15,24 @@ fn per_sample(v: &[f64], dtype: DType) -> Result<Tensor> {
 /// SiD generator loss per sample (edm-sid.md §3.4), fused: returns `[B]`. The normaliser
 /// `w = 1/max(mean|x_g − y_real|, 1e-5)` is detached, as in the official code.
 pub fn sid_generator_loss(y_real: &Tensor, y_fake: &Tensor, x_g: &Tensor, alpha: f64) -> Result<Tensor> {
+    sid_generator_loss_weighted(y_real, y_fake, x_g, alpha, None)
+}
+
+/// [`sid_generator_loss`] with an explicit per-sample normaliser `w [B]` (a constant)
+/// instead of the computed one.
+pub fn sid_generator_loss_weighted(y_real: &Tensor, y_fake: &Tensor, x_g: &Tensor, alpha: f64, weight: Option<&Tensor>) -> Result<Tensor> {
+    let wv = weight.map(|w| w.to_vec_f64()).transpose()?;
     let (loss, w) = {
         let (a, b, c) = (y_real.storage(), y_fake.storage(), x_g.storage());
-        fused::sid_generator_loss((a.cpu(), y_real.layout()), (b.cpu(), y_fake.layout()), (c.cpu(), x_g.layout()), alpha)?
+        fused::sid_generator_loss((a.cpu(), y_real.layout()), (b.cpu(), y_fake.layout()), (c.cpu(), x_g.layout()), alpha, wv.as_deref())?
     };
+    let wt = weight.map(|w| w.detach());
     let bsz = y_real.shape()[0];
     let out = Tensor::from_cpu(loss, &[bsz]);
     let saved = [y_real.clone(), y_fake.clone(), x_g.clone()];
     Ok(record(out, "sid_generator_loss", &[y_real, y_fake, x_g], move |_, g| {
         if is_grad_enabled() {
-            return composite_backward(&saved, g, |t| sid_generator_loss_composite(&t[0], &t[1], &t[2], alpha));
+            return composite_backward(&saved, g, |t| sid_generator_loss_composite_weighted(&t[0], &t[1], &t[2], alpha, wt.as_ref()));
         }
         let [r, f, x] = &saved;
         let (dr, df, dx) = {
@@ -41,11 +49,21 @@ pub fn sid_generator_loss(y_real: &Tensor, y_fake: &Tensor, x_g: &Tensor, alpha:
 
 /// The composite of [`sid_generator_loss`], line for line with the official expression.
 pub fn sid_generator_loss_composite(y_real: &Tensor, y_fake: &Tensor, x_g: &Tensor, alpha: f64) -> Result<Tensor> {
+    sid_generator_loss_composite_weighted(y_real, y_fake, x_g, alpha, None)
+}
+
+/// Composite of [`sid_generator_loss_weighted`].
+pub fn sid_generator_loss_composite_weighted(y_real: &Tensor, y_fake: &Tensor, x_g: &Tensor, alpha: f64, weight: Option<&Tensor>) -> Result<Tensor> {
     let b = y_real.shape()[0];
     let rest: Vec<isize> = (1..y_real.rank() as isize).collect();
-    let w = {
-        let _g = crate::autograd::no_grad();
-        x_g.sub(y_real)?.abs()?.mean(&rest, true)?.clamp(1e-5, f64::INFINITY)?.reciprocal()?
+    let mut wshape = vec![1; y_real.rank()];
+    wshape[0] = b;
+    let w = match weight {
+        Some(w) => w.detach().reshape(&wshape)?,
+        None => {
+            let _g = crate::autograd::no_grad();
+            x_g.sub(y_real)?.abs()?.mean(&rest, true)?.clamp(1e-5, f64::INFINITY)?.reciprocal()?
+        }
     };
     let d = y_real.sub(y_fake)?;
     let e = y_real.sub(x_g)?;

@@ -19,25 +19,32 @@ fn float_f64(op: &'static str, s: &CpuStorage, l: &Layout) -> Result<Vec<f64>> {
 }
 
 fn same_shapes(op: &'static str, ls: &[&Layout]) -> Result<()> {
-    for l in &ls[1..] {
-        if l.shape != ls[0].shape {
-            return shape_err(op, format!("operands must share one shape: {:?} vs {:?}", ls[0].shape, l.shape));
-        }
-    }
+    same_shapes_any_rank(op, ls)?;
     if ls[0].rank() == 0 {
         return shape_err(op, "operands need a leading batch dim");
     }
     Ok(())
 }
 
+fn same_shapes_any_rank(op: &'static str, ls: &[&Layout]) -> Result<()> {
+    for l in &ls[1..] {
+        if l.shape != ls[0].shape {
+            return shape_err(op, format!("operands must share one shape: {:?} vs {:?}", ls[0].shape, l.shape));
+        }
+    }
+    Ok(())
+}
+
 /// SiD generator loss per sample, `ℓ_b = w_b Σ_i d_i (e_i − α d_i)` with `d = y_real − y_fake`,
 /// `e = y_real − x_g` and the detached normaliser `w_b = 1 / max(mean_i |x_g − y_real|, 1e-5)`.
-/// Returns (loss `[B]`, w `[B]`) in the inputs' dtype.
+/// Returns (loss `[B]`, w `[B]`) in the inputs' dtype. A given `weight` replaces the
+/// computed normaliser (it is a constant either way).
 pub fn sid_generator_loss(
     y_real: (&CpuStorage, &Layout),
     y_fake: (&CpuStorage, &Layout),
     x_g: (&CpuStorage, &Layout),
     alpha: f64,
+    weight: Option<&[f64]>,
 ) -> Result<(CpuStorage, CpuStorage)> {
     same_shapes("sid_generator_loss", &[y_real.1, y_fake.1, x_g.1])?;
     let dt = y_real.0.dtype();
@@ -47,6 +54,9 @@ pub fn sid_generator_loss(
         float_f64("sid_generator_loss", x_g.0, x_g.1)?,
     );
     let b = y_real.1.shape[0];
+    if weight.is_some_and(|w| w.len() != b) {
+        return shape_err("sid_generator_loss", format!("weight needs {b} entries"));
+    }
     let per = r.len() / b.max(1);
     let (loss, w): (Vec<f64>, Vec<f64>) = (0..b)
         .into_par_iter()
@@ -54,7 +64,7 @@ pub fn sid_generator_loss(
             let sl = s * per..(s + 1) * per;
             let (r, f, x) = (&r[sl.clone()], &f[sl.clone()], &x[sl]);
             let mae = r.iter().zip(x).map(|(r, x)| (x - r).abs()).sum::<f64>() / per.max(1) as f64;
-            let w = 1.0 / mae.max(1e-5);
+            let w = weight.map_or(1.0 / mae.max(1e-5), |w| w[s]);
             let l: f64 = (0..per).map(|i| (r[i] - f[i]) * ((r[i] - x[i]) - alpha * (r[i] - f[i]))).sum();
             (l * w, w)
         })
@@ -132,7 +142,7 @@ pub fn kl_beta_grad(a1: f64, b1: f64, a2: f64, b2: f64) -> [f64; 4] {
 /// Elementwise Beta KL over four same-shape tensors; returns KL and the four gradients'
 /// ingredients are recomputed in the backward.
 pub fn beta_kl(p: [(&CpuStorage, &Layout); 4]) -> Result<CpuStorage> {
-    same_shapes("beta_kl", &[p[0].1, p[1].1, p[2].1, p[3].1])?;
+    same_shapes_any_rank("beta_kl", &[p[0].1, p[1].1, p[2].1, p[3].1])?;
     let v: Vec<Vec<f64>> = p.iter().map(|(s, l)| float_f64("beta_kl", s, l)).collect::<Result<_>>()?;
     let out: Vec<f64> = (0..v[0].len()).into_par_iter().map(|i| kl_beta(v[0][i], v[1][i], v[2][i], v[3][i])).collect();
     Ok(CpuStorage::from_f64_iter(p[0].0.dtype(), out.into_iter()))
@@ -140,7 +150,7 @@ pub fn beta_kl(p: [(&CpuStorage, &Layout); 4]) -> Result<CpuStorage> {
 
 /// Backward of [`beta_kl`]: the four input gradients for upstream `g`.
 pub fn beta_kl_bwd(p: [(&CpuStorage, &Layout); 4], g: (&CpuStorage, &Layout)) -> Result<[CpuStorage; 4]> {
-    same_shapes("beta_kl backward", &[p[0].1, p[1].1, p[2].1, p[3].1, g.1])?;
+    same_shapes_any_rank("beta_kl backward", &[p[0].1, p[1].1, p[2].1, p[3].1, g.1])?;
     let v: Vec<Vec<f64>> = p.iter().map(|(s, l)| float_f64("beta_kl", s, l)).collect::<Result<_>>()?;
     let gv = float_f64("beta_kl backward", g.0, g.1)?;
     let grads: Vec<[f64; 4]> = (0..gv.len())
