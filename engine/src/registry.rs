@@ -4,7 +4,9 @@
 //! and its FLOP / byte counts. The generic tests (engine/tests/registry.rs), `scorch ops`
 //! and the benchmarks all walk this one table.
 
+use crate::autograd::grad;
 use crate::error::Result;
+use crate::testing::{compare, gradcheck, GradcheckOptions};
 use crate::ops::conv::ConvParams;
 use crate::ops::{attention, fused, norm};
 use crate::testing::SampleRng;
@@ -1511,3 +1513,93 @@ pub fn registry() -> Vec<OpInfo> {
     v.sort_by_key(|o| (o.family, o.name));
     v
 }
+
+// ------------------------------------------------------------------ generic checks
+
+/// The sample an op draws for `seed`.
+pub fn sample_for(op: &OpInfo, seed: u64) -> std::result::Result<Sample, String> {
+    let mut r = SampleRng::new(seed ^ fxhash(op.name));
+    (op.sample)(&mut r).map_err(|e| format!("{}: sample failed: {e}", op.name))
+}
+
+fn fxhash(s: &str) -> u64 {
+    s.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3))
+}
+
+/// The naive f64 reference of `op` on a sample.
+pub fn reference_for(op: &OpInfo, s: &Sample) -> std::result::Result<Nd, String> {
+    let nds: Vec<Nd> = s.inputs.iter().map(Nd::from_tensor).collect::<Result<_>>().map_err(|e| e.to_string())?;
+    Ok((op.reference)(&nds, &s.params))
+}
+
+fn to_dtype(s: &Sample, dt: DType) -> std::result::Result<Vec<Tensor>, String> {
+    s.inputs.iter().map(|t| if t.dtype().is_float() { t.cast(dt).map_err(|e| e.to_string()) } else { Ok(t.clone()) }).collect()
+}
+
+/// Forward of `op` in `dt` against its f64 reference (inputs rounded to `dt` first).
+pub fn check_forward(op: &OpInfo, seed: u64, dt: DType) -> std::result::Result<(), String> {
+    let s = sample_for(op, seed)?;
+    let inputs = to_dtype(&s, dt)?;
+    // The reference sees exactly the values the op sees (rounded to `dt`), in f64.
+    let rounded = Sample { inputs: inputs.iter().map(|t| if t.dtype().is_float() { t.cast(DType::F64).map_err(|e| e.to_string()) } else { Ok(t.clone()) }).collect::<std::result::Result<_, String>>()?, ..s.clone() };
+    let want = reference_for(op, &rounded)?;
+    let got = (op.forward)(&inputs, &s.params).map_err(|e| format!("{} ({dt}): forward failed: {e}", op.name))?;
+    if got.shape() != want.shape.as_slice() {
+        return Err(format!("{} ({dt}): shape {:?}, reference {:?}", op.name, got.shape(), want.shape));
+    }
+    let (atol, rtol) = match dt {
+        DType::F64 => (1e-10, 1e-9),
+        DType::F32 => (2e-5 * op.tol, 2e-5 * op.tol),
+        _ => (3e-2 * op.tol, 3e-2 * op.tol),
+    };
+    let g = got.to_vec_f64().map_err(|e| e.to_string())?;
+    compare(&g, &want.data, atol, rtol).map_err(|m| format!("{} ({dt}, seed {seed}): {m}; inputs {:?}", op.name, s.inputs.iter().map(|t| t.shape().to_vec()).collect::<Vec<_>>()))
+}
+
+/// f64 gradient of `op` against central finite differences.
+pub fn check_grad(op: &OpInfo, seed: u64) -> std::result::Result<(), String> {
+    let s = sample_for(op, seed)?;
+    let params = s.params.clone();
+    let f = op.forward;
+    let opts = GradcheckOptions { constant_inputs: s.constant.clone(), ..Default::default() };
+    let rep = gradcheck(|t| f(t, &params), &s.inputs, &opts).map_err(|e| format!("{}: {e}", op.name))?;
+    if rep.passed() {
+        Ok(())
+    } else {
+        Err(format!("{} (seed {seed}): {rep}; inputs {:?}", op.name, s.inputs.iter().map(|t| t.shape().to_vec()).collect::<Vec<_>>()))
+    }
+}
+
+/// A fused `op` against its composite: values and gradients.
+pub fn check_composite(op: &OpInfo, seed: u64) -> std::result::Result<(), String> {
+    let Some(comp) = op.composite else { return Ok(()) };
+    let s = sample_for(op, seed)?;
+    let leaves: Vec<Tensor> = s
+        .inputs
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let l = t.detach();
+            if l.dtype().is_float() && !s.constant.contains(&i) {
+                let _ = l.set_requires_grad(true);
+            }
+            l
+        })
+        .collect();
+    let diff: Vec<Tensor> = leaves.iter().filter(|t| t.requires_grad()).cloned().collect();
+    let a = (op.forward)(&leaves, &s.params).map_err(|e| e.to_string())?;
+    let b = comp(&leaves, &s.params).map_err(|e| e.to_string())?;
+    compare(&a.to_vec_f64().map_err(|e| e.to_string())?, &b.to_vec_f64().map_err(|e| e.to_string())?, 1e-10, 1e-9).map_err(|m| format!("{} fused vs composite: {m}", op.name))?;
+    let w = Tensor::randn(a.shape(), DType::F64, &crate::Generator::new(seed)).map_err(|e| e.to_string())?;
+    let la = a.mul(&w).and_then(|t| t.sum_all()).map_err(|e| e.to_string())?;
+    let lb = b.mul(&w).and_then(|t| t.sum_all()).map_err(|e| e.to_string())?;
+    let ga = grad(&[la], &diff, None, false, false).map_err(|e| e.to_string())?;
+    let gb = grad(&[lb], &diff, None, false, false).map_err(|e| e.to_string())?;
+    for (x, y) in ga.iter().zip(&gb) {
+        let (Some(x), Some(y)) = (x, y) else { return Err(format!("{}: a gradient is missing (fused {} / composite {})", op.name, x.is_some(), y.is_some())) };
+        let (x, y) = (x.to_vec_f64().map_err(|e| e.to_string())?, y.to_vec_f64().map_err(|e| e.to_string())?);
+        compare(&x, &y, 1e-9, 1e-8).map_err(|m| format!("{} fused vs composite gradient: {m}", op.name))?;
+    }
+    Ok(())
+}
+

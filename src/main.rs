@@ -1,0 +1,164 @@
+//! The `scorch` command line.
+
+use clap::{Parser, Subcommand};
+use scorch::engine::registry::{check_composite, check_forward, check_grad, registry, sample_for, OpInfo};
+use scorch::{DType, Device};
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "scorch", version, about = "Autodiff engine and generative-model toolkit")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// List the op registry: which ops have a CPU kernel, a backward, gradcheck, CUDA, parity.
+    Ops {
+        /// One JSON object per op instead of the table.
+        #[arg(long)]
+        json: bool,
+        /// Run every op's checks (forward vs f64 reference in f64/f32/bf16, gradcheck, fused
+        /// vs composite) on random samples, and report per op.
+        #[arg(long)]
+        check: bool,
+        /// Samples per op for --check.
+        #[arg(long, default_value_t = 8)]
+        samples: u64,
+        /// Device to check on (cpu, cuda, cuda:N); defaults to SCORCH_DEVICE or cpu.
+        #[arg(long)]
+        device: Option<String>,
+        /// Only ops whose name contains this.
+        #[arg(long)]
+        filter: Option<String>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> scorch::Result<ExitCode> {
+    match cli.cmd {
+        Cmd::Ops { json, check, samples, device, filter } => {
+            let device = match device {
+                Some(d) => Device::parse(&d)?,
+                None => Device::from_env()?,
+            };
+            device.check_available()?;
+            let ops: Vec<OpInfo> = registry().into_iter().filter(|o| filter.as_deref().is_none_or(|f| o.name.contains(f))).collect();
+            if check {
+                return Ok(check_ops(&ops, samples));
+            }
+            if json {
+                for o in &ops {
+                    println!("{}", op_json(o));
+                }
+            } else {
+                print_table(&ops);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+fn yes(b: bool) -> &'static str {
+    if b {
+        "yes"
+    } else {
+        "-"
+    }
+}
+
+/// FLOPs and bytes of the op's first sample, as an example of its cost formula.
+fn example_cost(o: &OpInfo) -> (Vec<Vec<usize>>, f64, f64) {
+    match sample_for(o, 0) {
+        Ok(s) => {
+            let shapes: Vec<Vec<usize>> = s.inputs.iter().map(|t| t.shape().to_vec()).collect();
+            let (f, b) = (o.cost)(&shapes, &s.params);
+            (shapes, f, b)
+        }
+        Err(_) => (vec![], 0.0, 0.0),
+    }
+}
+
+fn print_table(ops: &[OpInfo]) {
+    println!("{:<22} {:<10} {:>4} {:>8} {:>9} {:>6} {:>5} {:>6}  example cost (FLOPs / bytes @ shapes)", "op", "family", "cpu", "backward", "gradcheck", "fused", "cuda", "parity");
+    for o in ops {
+        let (shapes, f, b) = example_cost(o);
+        println!(
+            "{:<22} {:<10} {:>4} {:>8} {:>9} {:>6} {:>5} {:>6}  {f:.0} / {b:.0} @ {shapes:?}",
+            o.name,
+            o.family,
+            "yes",
+            yes(o.differentiable),
+            yes(o.differentiable),
+            yes(o.composite.is_some()),
+            yes(o.cuda),
+            yes(o.cuda)
+        );
+    }
+    let diff = ops.iter().filter(|o| o.differentiable).count();
+    println!("\n{} ops: {} with backward and gradcheck, {} fused with a composite, {} with CUDA kernels (the CUDA backend is not built yet)", ops.len(), diff, ops.iter().filter(|o| o.composite.is_some()).count(), ops.iter().filter(|o| o.cuda).count());
+}
+
+fn op_json(o: &OpInfo) -> String {
+    let (shapes, f, b) = example_cost(o);
+    serde_json::json!({
+        "name": o.name,
+        "family": o.family,
+        "cpu": true,
+        "backward": o.differentiable,
+        "gradcheck": o.differentiable,
+        "fused": o.composite.is_some(),
+        "cuda": o.cuda,
+        "parity": o.cuda,
+        "cost_example": { "input_shapes": shapes, "flops": f, "bytes_f32": b },
+    })
+    .to_string()
+}
+
+fn check_ops(ops: &[OpInfo], samples: u64) -> ExitCode {
+    let mut failed = 0;
+    for o in ops {
+        let mut errs = Vec::new();
+        for seed in 0..samples {
+            for dt in [DType::F64, DType::F32, DType::BF16] {
+                if dt != DType::F64 && !o.low_precision {
+                    continue;
+                }
+                if let Err(e) = check_forward(o, seed, dt) {
+                    errs.push(e);
+                }
+            }
+            if o.differentiable {
+                if let Err(e) = check_grad(o, seed) {
+                    errs.push(e);
+                }
+            }
+            if let Err(e) = check_composite(o, seed) {
+                errs.push(e);
+            }
+        }
+        if errs.is_empty() {
+            println!("ok    {}", o.name);
+        } else {
+            failed += 1;
+            println!("FAIL  {}: {}", o.name, errs[0]);
+        }
+    }
+    println!("{} passed, {} failed", ops.len() - failed, failed);
+    if failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
+}
