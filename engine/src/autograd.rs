@@ -46,7 +46,9 @@ pub struct Ctx {
 impl Ctx {
     /// The output of the op (for rules such as exp's `g·out`).
     pub fn out(&self) -> Result<&Tensor> {
-        self.output.as_ref().ok_or_else(|| Error::Autograd("the output saved for this backward was freed".into()))
+        self.output
+            .as_ref()
+            .ok_or_else(|| Error::Autograd("the output saved for this backward was freed".into()))
     }
 }
 
@@ -81,7 +83,9 @@ pub(crate) fn record(
     };
     // A fresh output has no grad_fn yet; set cannot fail.
     let _ = out.0.grad_fn.set(Arc::new(gf));
-    out.0.requires_grad.store(true, std::sync::atomic::Ordering::Relaxed);
+    out.0
+        .requires_grad
+        .store(true, std::sync::atomic::Ordering::Relaxed);
     out
 }
 
@@ -114,7 +118,13 @@ fn topo(roots: &[Tensor]) -> Vec<Tensor> {
 /// The core engine: propagates `seeds` back through the graph. `targets` (if any) limits the
 /// work to nodes on a path to them and returns their gradients; with `accumulate` the leaves'
 /// `.grad` fields receive theirs.
-fn run(seeds: Vec<(Tensor, Tensor)>, targets: &[Tensor], retain: bool, create: bool, accumulate: bool) -> Result<HashMap<usize, Tensor>> {
+fn run(
+    seeds: Vec<(Tensor, Tensor)>,
+    targets: &[Tensor],
+    retain: bool,
+    create: bool,
+    accumulate: bool,
+) -> Result<HashMap<usize, Tensor>> {
     let roots: Vec<Tensor> = seeds.iter().map(|(t, _)| t.clone()).collect();
     let order = topo(&roots);
     let target_ids: HashSet<usize> = targets.iter().map(|t| t.id()).collect();
@@ -123,8 +133,14 @@ fn run(seeds: Vec<(Tensor, Tensor)>, targets: &[Tensor], retain: bool, create: b
     let mut needed: HashSet<usize> = HashSet::new();
     let mut expand: HashSet<usize> = HashSet::new();
     for t in order.iter().rev() {
-        let is_goal = if accumulate { t.is_leaf() && t.requires_grad() } else { target_ids.contains(&t.id()) };
-        let via = t.grad_fn().is_some_and(|gf| gf.inputs.iter().any(|i| needed.contains(&i.id())));
+        let is_goal = if accumulate {
+            t.is_leaf() && t.requires_grad()
+        } else {
+            target_ids.contains(&t.id())
+        };
+        let via = t
+            .grad_fn()
+            .is_some_and(|gf| gf.inputs.iter().any(|i| needed.contains(&i.id())));
         if via {
             expand.insert(t.id());
         }
@@ -142,7 +158,11 @@ fn run(seeds: Vec<(Tensor, Tensor)>, targets: &[Tensor], retain: bool, create: b
             continue;
         }
         let Some(gf) = t.grad_fn() else { continue };
-        let g = if target_ids.contains(&t.id()) { grads.get(&t.id()).cloned() } else { grads.remove(&t.id()) };
+        let g = if target_ids.contains(&t.id()) {
+            grads.get(&t.id()).cloned()
+        } else {
+            grads.remove(&t.id())
+        };
         let Some(g) = g else { continue };
         for (inp, &v) in gf.inputs.iter().zip(&gf.versions) {
             if inp.version() != v {
@@ -168,10 +188,17 @@ fn run(seeds: Vec<(Tensor, Tensor)>, targets: &[Tensor], retain: bool, create: b
             }
             f
         };
-        let ctx = Ctx { output: gf.output.upgrade().map(Tensor) };
+        let ctx = Ctx {
+            output: gf.output.upgrade().map(Tensor),
+        };
         let gs = f(&ctx, &g)?;
         if gs.len() != gf.inputs.len() {
-            return Err(Error::Autograd(format!("backward of `{}` returned {} gradients for {} inputs", gf.name, gs.len(), gf.inputs.len())));
+            return Err(Error::Autograd(format!(
+                "backward of `{}` returned {} gradients for {} inputs",
+                gf.name,
+                gs.len(),
+                gf.inputs.len()
+            )));
         }
         for (inp, gi) in gf.inputs.iter().zip(gs) {
             let Some(gi) = gi else { continue };
@@ -217,14 +244,26 @@ fn accumulate_into(grads: &mut HashMap<usize, Tensor>, t: &Tensor, g: Tensor) ->
 }
 
 /// `out.backward(grad)`: accumulates d(out)/d(leaf) into every leaf's `.grad`.
-pub fn backward(out: &Tensor, grad: Option<&Tensor>, retain_graph: bool, create_graph: bool) -> Result<()> {
+pub fn backward(
+    out: &Tensor,
+    grad: Option<&Tensor>,
+    retain_graph: bool,
+    create_graph: bool,
+) -> Result<()> {
     if !out.requires_grad() {
-        return Err(Error::Autograd(format!("backward() on a tensor of shape {:?} that does not require grad", out.shape())));
+        return Err(Error::Autograd(format!(
+            "backward() on a tensor of shape {:?} that does not require grad",
+            out.shape()
+        )));
     }
     let g = match grad {
         Some(g) => {
             if g.shape() != out.shape() {
-                return Err(Error::Autograd(format!("gradient of shape {:?} for an output of shape {:?}", g.shape(), out.shape())));
+                return Err(Error::Autograd(format!(
+                    "gradient of shape {:?} for an output of shape {:?}",
+                    g.shape(),
+                    out.shape()
+                )));
             }
             g.clone()
         }
@@ -238,7 +277,13 @@ pub fn backward(out: &Tensor, grad: Option<&Tensor>, retain_graph: bool, create_
             Tensor::ones_like(out)?
         }
     };
-    run(vec![(out.clone(), g)], &[], retain_graph, create_graph, true)?;
+    run(
+        vec![(out.clone(), g)],
+        &[],
+        retain_graph,
+        create_graph,
+        true,
+    )?;
     Ok(())
 }
 
@@ -256,15 +301,28 @@ pub fn grad(
     for (i, o) in outputs.iter().enumerate() {
         let g = match grad_outputs {
             Some(gs) => {
-                let g = gs.get(i).ok_or_else(|| Error::Autograd(format!("{} outputs but {} grad_outputs", outputs.len(), gs.len())))?;
+                let g = gs.get(i).ok_or_else(|| {
+                    Error::Autograd(format!(
+                        "{} outputs but {} grad_outputs",
+                        outputs.len(),
+                        gs.len()
+                    ))
+                })?;
                 if g.shape() != o.shape() {
-                    return Err(Error::Autograd(format!("grad_output {i} has shape {:?}, output has {:?}", g.shape(), o.shape())));
+                    return Err(Error::Autograd(format!(
+                        "grad_output {i} has shape {:?}, output has {:?}",
+                        g.shape(),
+                        o.shape()
+                    )));
                 }
                 g.clone()
             }
             None => {
                 if o.numel() != 1 {
-                    return Err(Error::Autograd(format!("grad() of a non-scalar output of shape {:?} needs grad_outputs", o.shape())));
+                    return Err(Error::Autograd(format!(
+                        "grad() of a non-scalar output of shape {:?} needs grad_outputs",
+                        o.shape()
+                    )));
                 }
                 Tensor::ones_like(o)?
             }
@@ -276,7 +334,13 @@ pub fn grad(
     if seeds.is_empty() {
         return Ok(vec![None; inputs.len()]);
     }
-    let grads = run(seeds, inputs, retain_graph || create_graph, create_graph, false)?;
+    let grads = run(
+        seeds,
+        inputs,
+        retain_graph || create_graph,
+        create_graph,
+        false,
+    )?;
     Ok(inputs.iter().map(|t| grads.get(&t.id()).cloned()).collect())
 }
 

@@ -7,6 +7,7 @@
 pub mod autograd;
 pub mod device;
 pub mod error;
+pub mod io;
 pub mod ops;
 pub mod rng;
 pub mod safetensors_io;
@@ -19,5 +20,5 @@ pub use ops::conv::ConvParams;
 pub use rng::Generator;
 pub use scorch_ops::{DType, Layout};
 pub use tensor::Tensor;
-pub mod testing;
 pub mod registry;
+pub mod testing;

@@ -55,7 +55,14 @@ impl SampleRng {
     /// Values uniform in [lo, hi) (or ±[lo, hi) with random signs when `lo > 0` and
     /// `signed`), laid out contiguously, transposed in memory, or as a strided slice —
     /// chosen at random when `noncontig`, so ops see every kind of view.
-    pub fn tensor_signed(&mut self, shape: &[usize], lo: f64, hi: f64, signed: bool, noncontig: bool) -> Result<Tensor> {
+    pub fn tensor_signed(
+        &mut self,
+        shape: &[usize],
+        lo: f64,
+        hi: f64,
+        signed: bool,
+        noncontig: bool,
+    ) -> Result<Tensor> {
         let n: usize = shape.iter().product();
         let vals: Vec<f64> = (0..n)
             .map(|_| {
@@ -67,7 +74,11 @@ impl SampleRng {
                 }
             })
             .collect();
-        let kind = if noncontig && !shape.is_empty() { self.int(0, 2) } else { 0 };
+        let kind = if noncontig && !shape.is_empty() {
+            self.int(0, 2)
+        } else {
+            0
+        };
         match kind {
             1 => {
                 // Stored transposed: the logical tensor is a permuted view.
@@ -134,7 +145,13 @@ pub struct GradcheckOptions {
 
 impl Default for GradcheckOptions {
     fn default() -> Self {
-        GradcheckOptions { eps: 1e-6, atol: 1e-7, rtol: 1e-5, seed: 1, constant_inputs: Vec::new() }
+        GradcheckOptions {
+            eps: 1e-6,
+            atol: 1e-7,
+            rtol: 1e-5,
+            seed: 1,
+            constant_inputs: Vec::new(),
+        }
     }
 }
 
@@ -165,7 +182,11 @@ impl std::fmt::Display for GradcheckReport {
 /// Compares the autodiff gradient of `f` with central finite differences, in f64.
 /// `f` may return any shape; the scalar checked is Σ f(x)·w for a fixed random w.
 /// Inputs must be f64; only inputs that are float are checked.
-pub fn gradcheck(f: impl Fn(&[Tensor]) -> Result<Tensor>, inputs: &[Tensor], opts: &GradcheckOptions) -> Result<GradcheckReport> {
+pub fn gradcheck(
+    f: impl Fn(&[Tensor]) -> Result<Tensor>,
+    inputs: &[Tensor],
+    opts: &GradcheckOptions,
+) -> Result<GradcheckReport> {
     for t in inputs {
         if t.dtype().is_float() && t.dtype() != DType::F64 {
             return msg(format!("gradcheck needs f64 inputs, got {}", t.dtype()));
@@ -186,10 +207,23 @@ pub fn gradcheck(f: impl Fn(&[Tensor]) -> Result<Tensor>, inputs: &[Tensor], opt
     let mut rng = SampleRng::new(opts.seed);
     let wv: Vec<f64> = (0..y.numel()).map(|_| rng.uniform(-1.0, 1.0)).collect();
     let w = Tensor::from_f64s(&wv, y.shape(), y.dtype())?;
-    let scalar = |out: &Tensor| -> Result<f64> { Ok(out.to_vec_f64()?.iter().zip(&wv).map(|(a, b)| a * b).sum()) };
-    let diff: Vec<Tensor> = leaves.iter().filter(|t| t.requires_grad()).cloned().collect();
-    let analytic = if y.requires_grad() { grad(&[y.mul(&w)?.sum_all()?], &diff, None, false, false)? } else { vec![None; diff.len()] };
-    let mut report = GradcheckReport { worst: Vec::new(), failures: Vec::new() };
+    let scalar = |out: &Tensor| -> Result<f64> {
+        Ok(out.to_vec_f64()?.iter().zip(&wv).map(|(a, b)| a * b).sum())
+    };
+    let diff: Vec<Tensor> = leaves
+        .iter()
+        .filter(|t| t.requires_grad())
+        .cloned()
+        .collect();
+    let analytic = if y.requires_grad() {
+        grad(&[y.mul(&w)?.sum_all()?], &diff, None, false, false)?
+    } else {
+        vec![None; diff.len()]
+    };
+    let mut report = GradcheckReport {
+        worst: Vec::new(),
+        failures: Vec::new(),
+    };
     let mut di = 0;
     for (k, inp) in leaves.iter().enumerate() {
         if !inp.requires_grad() {
@@ -209,7 +243,7 @@ pub fn gradcheck(f: impl Fn(&[Tensor]) -> Result<Tensor>, inputs: &[Tensor], opt
                 v[i] += delta;
                 let mut xs: Vec<Tensor> = leaves.iter().map(|t| t.detach()).collect();
                 xs[k] = Tensor::from_f64s(&v, inp.shape(), DType::F64)?;
-                let _g = crate::autograd::no_grad();
+                // Recording stays on: `f` may itself take gradients (R1 penalties).
                 scalar(&f(&xs)?)
             };
             let num = (eval(opts.eps)? - eval(-opts.eps)?) / (2.0 * opts.eps);
@@ -245,7 +279,9 @@ pub fn compare(got: &[f64], want: &[f64], atol: f64, rtol: f64) -> std::result::
             (g - w).abs() <= atol + rtol * w.abs()
         };
         if !ok {
-            return Err(format!("element {i}: got {g}, want {w} (atol {atol}, rtol {rtol})"));
+            return Err(format!(
+                "element {i}: got {g}, want {w} (atol {atol}, rtol {rtol})"
+            ));
         }
     }
     Ok(())

@@ -10,13 +10,27 @@ impl Tensor {
     /// `softmax(q kᵀ · scale + mask) v` for `q [B,H,Sq,D]`, `k [B,H,Sk,D]`, `v [B,H,Sk,Dv]`.
     /// `mask` is additive and broadcast to `[B,H,Sq,Sk]` (not differentiated); `causal` masks
     /// key j > query i; `scale` defaults to 1/√D.
-    pub fn scaled_dot_product_attention(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, causal: bool, scale: Option<f64>) -> Result<Tensor> {
+    pub fn scaled_dot_product_attention(
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        mask: Option<&Tensor>,
+        causal: bool,
+        scale: Option<f64>,
+    ) -> Result<Tensor> {
         same_device("attention", &[q, k, v])?;
         let (o, lse) = {
             let (qs, ks, vs) = (q.storage(), k.storage(), v.storage());
             let ms = mask.map(|m| m.storage());
             let mv = mask.zip(ms.as_ref()).map(|(t, s)| (s.cpu(), t.layout()));
-            let (o, lse, _) = Cpu.attention_fwd((qs.cpu(), q.layout()), (ks.cpu(), k.layout()), (vs.cpu(), v.layout()), mv, scale, causal)?;
+            let (o, lse, _) = Cpu.attention_fwd(
+                (qs.cpu(), q.layout()),
+                (ks.cpu(), k.layout()),
+                (vs.cpu(), v.layout()),
+                mv,
+                scale,
+                causal,
+            )?;
             (o, lse)
         };
         let mut oshape = q.shape().to_vec();
@@ -27,14 +41,26 @@ impl Tensor {
         let mask = mask.map(|m| m.detach());
         Ok(record(out, "attention", &[q, k, v], move |ctx, g| {
             if is_grad_enabled() {
-                return composite_backward(&saved, g, |t| attention_composite(&t[0], &t[1], &t[2], mask.as_ref(), causal, scale));
+                return composite_backward(&saved, g, |t| {
+                    attention_composite(&t[0], &t[1], &t[2], mask.as_ref(), causal, scale)
+                });
             }
             let out = ctx.out()?;
             let [q, k, v] = &saved;
             let (dq, dk, dv) = {
-                let (qs, ks, vs, os, ls, gs) = (q.storage(), k.storage(), v.storage(), out.storage(), lse.storage(), g.storage());
+                let (qs, ks, vs, os, ls, gs) = (
+                    q.storage(),
+                    k.storage(),
+                    v.storage(),
+                    out.storage(),
+                    lse.storage(),
+                    g.storage(),
+                );
                 let ms = mask.as_ref().map(|m| m.storage());
-                let mv = mask.as_ref().zip(ms.as_ref()).map(|(t, s)| (s.cpu(), t.layout()));
+                let mv = mask
+                    .as_ref()
+                    .zip(ms.as_ref())
+                    .map(|(t, s)| (s.cpu(), t.layout()));
                 Cpu.attention_bwd(
                     (qs.cpu(), q.layout()),
                     (ks.cpu(), k.layout()),
@@ -57,7 +83,14 @@ impl Tensor {
 }
 
 /// The unfused reference: matmul, softmax, matmul.
-pub fn attention_composite(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Tensor>, causal: bool, scale: Option<f64>) -> Result<Tensor> {
+pub fn attention_composite(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: Option<&Tensor>,
+    causal: bool,
+    scale: Option<f64>,
+) -> Result<Tensor> {
     let d = q.shape()[3];
     let scale = scale.unwrap_or(1.0 / (d.max(1) as f64).sqrt());
     let mut s = q.matmul(&k.t()?)?.mul_scalar(scale)?;
@@ -72,7 +105,15 @@ pub fn attention_composite(q: &Tensor, k: &Tensor, v: &Tensor, mask: Option<&Ten
                 cm[i * sk + j] = f64::NEG_INFINITY;
             }
         }
-        s = s.add(&Tensor::from_f64s(&cm, &[sq, sk], if q.dtype() == DType::F64 { DType::F64 } else { q.dtype() })?)?;
+        s = s.add(&Tensor::from_f64s(
+            &cm,
+            &[sq, sk],
+            if q.dtype() == DType::F64 {
+                DType::F64
+            } else {
+                q.dtype()
+            },
+        )?)?;
     }
     s.softmax(-1)?.matmul(v)
 }

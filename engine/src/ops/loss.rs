@@ -7,7 +7,11 @@ impl Tensor {
     /// Mean squared error.
     pub fn mse_loss(&self, target: &Tensor) -> Result<Tensor> {
         if self.shape() != target.shape() {
-            return msg(format!("mse_loss: prediction {:?} vs target {:?}", self.shape(), target.shape()));
+            return msg(format!(
+                "mse_loss: prediction {:?} vs target {:?}",
+                self.shape(),
+                target.shape()
+            ));
         }
         self.sub(target)?.sqr()?.mean_all()
     }
@@ -16,7 +20,11 @@ impl Tensor {
     /// smoothing ε (targets become (1−ε)·onehot + ε/C, as in PyTorch).
     pub fn cross_entropy(&self, target: &Tensor, label_smoothing: f64) -> Result<Tensor> {
         if self.rank() != 2 || target.rank() != 1 || target.shape()[0] != self.shape()[0] {
-            return msg(format!("cross_entropy: logits {:?} must be [N, C] and targets {:?} must be [N]", self.shape(), target.shape()));
+            return msg(format!(
+                "cross_entropy: logits {:?} must be [N, C] and targets {:?} must be [N]",
+                self.shape(),
+                target.shape()
+            ));
         }
         if !(0.0..=1.0).contains(&label_smoothing) {
             return msg(format!("label_smoothing {label_smoothing} outside [0, 1]"));
@@ -32,6 +40,7 @@ impl Tensor {
         if c == 0 {
             return msg("cross_entropy over zero classes");
         }
-        nll.mul_scalar(1.0 - label_smoothing)?.add(&smooth.mul_scalar(label_smoothing)?)
+        nll.mul_scalar(1.0 - label_smoothing)?
+            .add(&smooth.mul_scalar(label_smoothing)?)
     }
 }

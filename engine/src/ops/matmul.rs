@@ -10,10 +10,22 @@ impl Tensor {
     /// removed), batch dims broadcast.
     pub fn matmul(&self, other: &Tensor) -> Result<Tensor> {
         if self.rank() == 0 || other.rank() == 0 {
-            return msg(format!("matmul of 0-d tensors {:?} and {:?}", self.shape(), other.shape()));
+            return msg(format!(
+                "matmul of 0-d tensors {:?} and {:?}",
+                self.shape(),
+                other.shape()
+            ));
         }
-        let a = if self.rank() == 1 { self.unsqueeze(0)? } else { self.clone() };
-        let b = if other.rank() == 1 { other.unsqueeze(1)? } else { other.clone() };
+        let a = if self.rank() == 1 {
+            self.unsqueeze(0)?
+        } else {
+            self.clone()
+        };
+        let b = if other.rank() == 1 {
+            other.unsqueeze(1)?
+        } else {
+            other.clone()
+        };
         let mut y = a.matmul_nd(&b)?;
         if other.rank() == 1 {
             y = y.squeeze(-1)?;
@@ -33,8 +45,16 @@ impl Tensor {
         };
         let (a, b) = (self.clone(), other.clone());
         Ok(record(out, "matmul", &[self, other], move |_, g| {
-            let ga = if a.requires_grad() { Some(g.matmul_nd(&b.t()?)?.sum_to_shape(a.shape())?) } else { None };
-            let gb = if b.requires_grad() { Some(a.t()?.matmul_nd(g)?.sum_to_shape(b.shape())?) } else { None };
+            let ga = if a.requires_grad() {
+                Some(g.matmul_nd(&b.t()?)?.sum_to_shape(a.shape())?)
+            } else {
+                None
+            };
+            let gb = if b.requires_grad() {
+                Some(a.t()?.matmul_nd(g)?.sum_to_shape(b.shape())?)
+            } else {
+                None
+            };
             Ok(vec![ga, gb])
         }))
     }
@@ -42,7 +62,11 @@ impl Tensor {
     /// `x · wᵀ + b` with `w: [out, in]` (PyTorch's layout).
     pub fn linear(&self, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
         if w.rank() != 2 || self.rank() == 0 || self.shape()[self.rank() - 1] != w.shape()[1] {
-            return msg(format!("linear: input {:?} and weight {:?} (expected [.., in] and [out, in])", self.shape(), w.shape()));
+            return msg(format!(
+                "linear: input {:?} and weight {:?} (expected [.., in] and [out, in])",
+                self.shape(),
+                w.shape()
+            ));
         }
         let y = self.matmul(&w.t()?)?;
         match b {
