@@ -54,7 +54,8 @@ fn run(cli: Cli) -> scorch::Result<ExitCode> {
                 None => Device::from_env()?,
             };
             device.check_available()?;
-            let ops: Vec<OpInfo> = registry().into_iter().filter(|o| filter.as_deref().is_none_or(|f| o.name.contains(f))).collect();
+            let ops: Vec<OpInfo> =
+                registry().into_iter().filter(|o| filter.as_deref().is_none_or(|f| o.name.contains(f))).collect();
             if check {
                 return Ok(check_ops(&ops, samples));
             }
@@ -91,7 +92,10 @@ fn example_cost(o: &OpInfo) -> (Vec<Vec<usize>>, f64, f64) {
 }
 
 fn print_table(ops: &[OpInfo]) {
-    println!("{:<22} {:<10} {:>4} {:>8} {:>9} {:>6} {:>5} {:>6}  example cost (FLOPs / bytes @ shapes)", "op", "family", "cpu", "backward", "gradcheck", "fused", "cuda", "parity");
+    println!(
+        "{:<22} {:<10} {:>4} {:>8} {:>9} {:>6} {:>5} {:>6}  example cost (FLOPs / bytes @ shapes)",
+        "op", "family", "cpu", "backward", "gradcheck", "fused", "cuda", "parity"
+    );
     for o in ops {
         let (shapes, f, b) = example_cost(o);
         println!(

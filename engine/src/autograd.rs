@@ -46,9 +46,7 @@ pub struct Ctx {
 impl Ctx {
     /// The output of the op (for rules such as exp's `g·out`).
     pub fn out(&self) -> Result<&Tensor> {
-        self.output
-            .as_ref()
-            .ok_or_else(|| Error::Autograd("the output saved for this backward was freed".into()))
+        self.output.as_ref().ok_or_else(|| Error::Autograd("the output saved for this backward was freed".into()))
     }
 }
 
@@ -83,9 +81,7 @@ pub(crate) fn record(
     };
     // A fresh output has no grad_fn yet; set cannot fail.
     let _ = out.0.grad_fn.set(Arc::new(gf));
-    out.0
-        .requires_grad
-        .store(true, std::sync::atomic::Ordering::Relaxed);
+    out.0.requires_grad.store(true, std::sync::atomic::Ordering::Relaxed);
     out
 }
 
@@ -133,14 +129,8 @@ fn run(
     let mut needed: HashSet<usize> = HashSet::new();
     let mut expand: HashSet<usize> = HashSet::new();
     for t in order.iter().rev() {
-        let is_goal = if accumulate {
-            t.is_leaf() && t.requires_grad()
-        } else {
-            target_ids.contains(&t.id())
-        };
-        let via = t
-            .grad_fn()
-            .is_some_and(|gf| gf.inputs.iter().any(|i| needed.contains(&i.id())));
+        let is_goal = if accumulate { t.is_leaf() && t.requires_grad() } else { target_ids.contains(&t.id()) };
+        let via = t.grad_fn().is_some_and(|gf| gf.inputs.iter().any(|i| needed.contains(&i.id())));
         if via {
             expand.insert(t.id());
         }
@@ -158,11 +148,7 @@ fn run(
             continue;
         }
         let Some(gf) = t.grad_fn() else { continue };
-        let g = if target_ids.contains(&t.id()) {
-            grads.get(&t.id()).cloned()
-        } else {
-            grads.remove(&t.id())
-        };
+        let g = if target_ids.contains(&t.id()) { grads.get(&t.id()).cloned() } else { grads.remove(&t.id()) };
         let Some(g) = g else { continue };
         for (inp, &v) in gf.inputs.iter().zip(&gf.versions) {
             if inp.version() != v {
@@ -188,9 +174,7 @@ fn run(
             }
             f
         };
-        let ctx = Ctx {
-            output: gf.output.upgrade().map(Tensor),
-        };
+        let ctx = Ctx { output: gf.output.upgrade().map(Tensor) };
         let gs = f(&ctx, &g)?;
         if gs.len() != gf.inputs.len() {
             return Err(Error::Autograd(format!(
@@ -244,12 +228,7 @@ fn accumulate_into(grads: &mut HashMap<usize, Tensor>, t: &Tensor, g: Tensor) ->
 }
 
 /// `out.backward(grad)`: accumulates d(out)/d(leaf) into every leaf's `.grad`.
-pub fn backward(
-    out: &Tensor,
-    grad: Option<&Tensor>,
-    retain_graph: bool,
-    create_graph: bool,
-) -> Result<()> {
+pub fn backward(out: &Tensor, grad: Option<&Tensor>, retain_graph: bool, create_graph: bool) -> Result<()> {
     if !out.requires_grad() {
         return Err(Error::Autograd(format!(
             "backward() on a tensor of shape {:?} that does not require grad",
@@ -277,13 +256,7 @@ pub fn backward(
             Tensor::ones_like(out)?
         }
     };
-    run(
-        vec![(out.clone(), g)],
-        &[],
-        retain_graph,
-        create_graph,
-        true,
-    )?;
+    run(vec![(out.clone(), g)], &[], retain_graph, create_graph, true)?;
     Ok(())
 }
 
@@ -302,11 +275,7 @@ pub fn grad(
         let g = match grad_outputs {
             Some(gs) => {
                 let g = gs.get(i).ok_or_else(|| {
-                    Error::Autograd(format!(
-                        "{} outputs but {} grad_outputs",
-                        outputs.len(),
-                        gs.len()
-                    ))
+                    Error::Autograd(format!("{} outputs but {} grad_outputs", outputs.len(), gs.len()))
                 })?;
                 if g.shape() != o.shape() {
                     return Err(Error::Autograd(format!(
@@ -334,13 +303,7 @@ pub fn grad(
     if seeds.is_empty() {
         return Ok(vec![None; inputs.len()]);
     }
-    let grads = run(
-        seeds,
-        inputs,
-        retain_graph || create_graph,
-        create_graph,
-        false,
-    )?;
+    let grads = run(seeds, inputs, retain_graph || create_graph, create_graph, false)?;
     Ok(inputs.iter().map(|t| grads.get(&t.id()).cloned()).collect())
 }
 

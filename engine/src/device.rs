@@ -21,14 +21,9 @@ impl Device {
             return Ok(Device::Cuda(0));
         }
         if let Some(n) = s.strip_prefix("cuda:") {
-            return n
-                .parse()
-                .map(Device::Cuda)
-                .map_err(|_| Error::Device(format!("bad CUDA ordinal in {s:?}")));
+            return n.parse().map(Device::Cuda).map_err(|_| Error::Device(format!("bad CUDA ordinal in {s:?}")));
         }
-        Err(Error::Device(format!(
-            "unknown device {s:?}: use cpu, cuda or cuda:N"
-        )))
+        Err(Error::Device(format!("unknown device {s:?}: use cpu, cuda or cuda:N")))
     }
 
     /// The device named by `SCORCH_DEVICE`, else the CPU.

@@ -23,17 +23,11 @@ impl Tensor {
 
 /// Writes named tensors to a safetensors file atomically (temp file + rename).
 pub fn save_tensors(path: &Path, tensors: &[(String, Tensor)]) -> Result<()> {
-    let raw: Vec<RawTensor> = tensors
-        .iter()
-        .map(|(n, t)| t.to_raw(n))
-        .collect::<Result<_>>()?;
+    let raw: Vec<RawTensor> = tensors.iter().map(|(n, t)| t.to_raw(n)).collect::<Result<_>>()?;
     Ok(safetensors_io::save(path, &raw, None)?)
 }
 
 /// Reads every tensor of a safetensors file, sorted by name.
 pub fn load_tensors(path: &Path) -> Result<Vec<(String, Tensor)>> {
-    safetensors_io::load(path)?
-        .iter()
-        .map(|r| Ok((r.name.clone(), Tensor::from_raw(r)?)))
-        .collect()
+    safetensors_io::load(path)?.iter().map(|r| Ok((r.name.clone(), Tensor::from_raw(r)?))).collect()
 }

@@ -25,10 +25,7 @@ pub struct Nd {
 impl Nd {
     pub fn new(shape: &[usize], data: Vec<f64>) -> Nd {
         debug_assert_eq!(shape.iter().product::<usize>(), data.len());
-        Nd {
-            shape: shape.to_vec(),
-            data,
-        }
+        Nd { shape: shape.to_vec(), data }
     }
     pub fn zeros(shape: &[usize]) -> Nd {
         Nd::new(shape, vec![0.0; shape.iter().product()])
@@ -49,9 +46,7 @@ impl Nd {
         idx
     }
     pub fn ravel(&self, idx: &[usize]) -> usize {
-        idx.iter()
-            .zip(&self.shape)
-            .fold(0, |acc, (&i, &d)| acc * d + i)
+        idx.iter().zip(&self.shape).fold(0, |acc, (&i, &d)| acc * d + i)
     }
     pub fn at(&self, idx: &[usize]) -> f64 {
         self.data[self.ravel(idx)]
@@ -59,9 +54,7 @@ impl Nd {
     /// Element at an index of a broadcast shape (right-aligned; size-1 dims repeat).
     pub fn at_bcast(&self, idx: &[usize]) -> f64 {
         let lead = idx.len() - self.rank();
-        let own: Vec<usize> = (0..self.rank())
-            .map(|d| if self.shape[d] == 1 { 0 } else { idx[lead + d] })
-            .collect();
+        let own: Vec<usize> = (0..self.rank()).map(|d| if self.shape[d] == 1 { 0 } else { idx[lead + d] }).collect();
         self.at(&own)
     }
     pub fn map(&self, f: impl Fn(f64) -> f64) -> Nd {
@@ -72,19 +65,7 @@ impl Nd {
 fn bshape(shapes: &[&[usize]]) -> Vec<usize> {
     let r = shapes.iter().map(|s| s.len()).max().unwrap_or(0);
     (0..r)
-        .map(|i| {
-            shapes
-                .iter()
-                .map(|s| {
-                    if i + s.len() >= r {
-                        s[i + s.len() - r]
-                    } else {
-                        1
-                    }
-                })
-                .max()
-                .unwrap_or(1)
-        })
+        .map(|i| shapes.iter().map(|s| if i + s.len() >= r { s[i + s.len() - r] } else { 1 }).max().unwrap_or(1))
         .collect()
 }
 
@@ -100,12 +81,7 @@ fn zip2(a: &Nd, b: &Nd, f: impl Fn(f64, f64) -> f64) -> Nd {
 
 /// Reduces `axes` with `f` over the visited values (keepdim layout when `keep`).
 fn reduce_nd(x: &Nd, axes: &[usize], keep: bool, f: impl Fn(&[f64]) -> f64) -> Nd {
-    let kshape: Vec<usize> = x
-        .shape
-        .iter()
-        .enumerate()
-        .map(|(d, &s)| if axes.contains(&d) { 1 } else { s })
-        .collect();
+    let kshape: Vec<usize> = x.shape.iter().enumerate().map(|(d, &s)| if axes.contains(&d) { 1 } else { s }).collect();
     let mut groups: Vec<Vec<f64>> = vec![Vec::new(); kshape.iter().product()];
     let kn = Nd::zeros(&kshape);
     for i in 0..x.data.len() {
@@ -119,12 +95,7 @@ fn reduce_nd(x: &Nd, axes: &[usize], keep: bool, f: impl Fn(&[f64]) -> f64) -> N
     let shape: Vec<usize> = if keep {
         kshape
     } else {
-        x.shape
-            .iter()
-            .enumerate()
-            .filter(|(d, _)| !axes.contains(d))
-            .map(|(_, &s)| s)
-            .collect()
+        x.shape.iter().enumerate().filter(|(d, _)| !axes.contains(d)).map(|(_, &s)| s).collect()
     };
     Nd::new(&shape, data)
 }
@@ -205,11 +176,7 @@ fn ew_cost(s: &[Vec<usize>], _: &Params) -> (f64, f64) {
 }
 
 fn one(x: Tensor) -> Sample {
-    Sample {
-        inputs: vec![x],
-        params: Params::default(),
-        constant: vec![],
-    }
+    Sample { inputs: vec![x], params: Params::default(), constant: vec![] }
 }
 
 macro_rules! unary {
@@ -239,17 +206,11 @@ fn bin_sample(r: &mut SampleRng, lo: f64, hi: f64, signed: bool) -> Result<Sampl
     let out = r.shape(rank, 4);
     let mk = |r: &mut SampleRng| -> Vec<usize> {
         let drop = r.int(0, rank);
-        out[drop..]
-            .iter()
-            .map(|&d| if r.int(0, 3) == 0 { 1 } else { d })
-            .collect()
+        out[drop..].iter().map(|&d| if r.int(0, 3) == 0 { 1 } else { d }).collect()
     };
     let (sa, sb) = (mk(r), mk(r));
     Ok(Sample {
-        inputs: vec![
-            r.tensor_signed(&sa, lo, hi, signed, true)?,
-            r.tensor_signed(&sb, lo, hi, signed, true)?,
-        ],
+        inputs: vec![r.tensor_signed(&sa, lo, hi, signed, true)?, r.tensor_signed(&sb, lo, hi, signed, true)?],
         params: Params::default(),
         constant: vec![],
     })
@@ -296,11 +257,7 @@ fn red_sample(r: &mut SampleRng, lo: f64, hi: f64) -> Result<Sample> {
     let keep = r.coin();
     Ok(Sample {
         inputs: vec![r.tensor_signed(&s, lo, hi, true, true)?],
-        params: Params {
-            i: axes,
-            f: vec![],
-            b: vec![keep],
-        },
+        params: Params { i: axes, f: vec![], b: vec![keep] },
         constant: vec![],
     })
 }
@@ -333,10 +290,7 @@ fn axis_sample(r: &mut SampleRng) -> Result<Sample> {
     let a = r.int(0, rank - 1);
     Ok(Sample {
         inputs: vec![r.tensor_signed(&s, 0.0, 3.0, true, true)?],
-        params: Params {
-            i: vec![a],
-            ..Default::default()
-        },
+        params: Params { i: vec![a], ..Default::default() },
         constant: vec![],
     })
 }
@@ -356,11 +310,7 @@ fn matmul_nd(a: &Nd, b: &Nd) -> Nd {
     let mut out = Nd::zeros(&shape);
     for i in 0..out.data.len() {
         let idx = out.unravel(i);
-        let (bi, r, c) = (
-            &idx[..idx.len() - 2],
-            idx[idx.len() - 2],
-            idx[idx.len() - 1],
-        );
+        let (bi, r, c) = (&idx[..idx.len() - 2], idx[idx.len() - 2], idx[idx.len() - 1]);
         let mut s = 0.0;
         for kk in 0..k {
             let mut ia = bi.to_vec();
@@ -392,13 +342,10 @@ fn conv_nd(x: &Nd, w: &Nd, p: &ConvParams) -> Nd {
                     for ci in 0..cg {
                         for i in 0..kh {
                             for j in 0..kw {
-                                let iy = (oy * p.stride[0] + i * p.dilation[0]) as isize
-                                    - p.padding[0] as isize;
-                                let ix = (ox * p.stride[1] + j * p.dilation[1]) as isize
-                                    - p.padding[1] as isize;
+                                let iy = (oy * p.stride[0] + i * p.dilation[0]) as isize - p.padding[0] as isize;
+                                let ix = (ox * p.stride[1] + j * p.dilation[1]) as isize - p.padding[1] as isize;
                                 if iy >= 0 && ix >= 0 && (iy as usize) < h && (ix as usize) < wd {
-                                    s += x.at(&[b, g * cg + ci, iy as usize, ix as usize])
-                                        * w.at(&[co, ci, i, j]);
+                                    s += x.at(&[b, g * cg + ci, iy as usize, ix as usize]) * w.at(&[co, ci, i, j]);
                                 }
                             }
                         }
@@ -429,13 +376,10 @@ fn conv_t_nd(x: &Nd, w: &Nd, p: &ConvParams, op: [usize; 2]) -> Nd {
                     for co in 0..coutg {
                         for i in 0..kh {
                             for j in 0..kw {
-                                let oy = (y * p.stride[0] + i * p.dilation[0]) as isize
-                                    - p.padding[0] as isize;
-                                let ox = (xx * p.stride[1] + j * p.dilation[1]) as isize
-                                    - p.padding[1] as isize;
+                                let oy = (y * p.stride[0] + i * p.dilation[0]) as isize - p.padding[0] as isize;
+                                let ox = (xx * p.stride[1] + j * p.dilation[1]) as isize - p.padding[1] as isize;
                                 if oy >= 0 && ox >= 0 && (oy as usize) < ho && (ox as usize) < wo {
-                                    let o = ((b * cout + g * coutg + co) * ho + oy as usize) * wo
-                                        + ox as usize;
+                                    let o = ((b * cout + g * coutg + co) * ho + oy as usize) * wo + ox as usize;
                                     out.data[o] += v * w.at(&[ci, co, i, j]);
                                 }
                             }
@@ -449,12 +393,7 @@ fn conv_t_nd(x: &Nd, w: &Nd, p: &ConvParams, op: [usize; 2]) -> Nd {
 }
 
 fn conv_params(p: &Params) -> ConvParams {
-    ConvParams {
-        stride: [p.i[0], p.i[1]],
-        padding: [p.i[2], p.i[3]],
-        dilation: [p.i[4], p.i[5]],
-        groups: p.i[6],
-    }
+    ConvParams { stride: [p.i[0], p.i[1]], padding: [p.i[2], p.i[3]], dilation: [p.i[4], p.i[5]], groups: p.i[6] }
 }
 
 fn conv_sample(r: &mut SampleRng, transposed: bool) -> Result<Sample> {
@@ -465,10 +404,7 @@ fn conv_sample(r: &mut SampleRng, transposed: bool) -> Result<Sample> {
     let stride = [r.int(1, 2), r.int(1, 2)];
     let dil = [r.int(1, 2), r.int(1, 2)];
     let pad = [r.int(0, 1).min(kh - 1), r.int(0, 1).min(kw - 1)];
-    let (h, w) = (
-        r.int(dil[0] * (kh - 1) + 1, 6),
-        r.int(dil[1] * (kw - 1) + 1, 6),
-    );
+    let (h, w) = (r.int(dil[0] * (kh - 1) + 1, 6), r.int(dil[1] * (kw - 1) + 1, 6));
     let n = r.int(1, 2);
     let x = r.tensor_signed(&[n, cin, h, w], 0.0, 1.0, true, true)?;
     let wt = if transposed {
@@ -478,22 +414,12 @@ fn conv_sample(r: &mut SampleRng, transposed: bool) -> Result<Sample> {
     };
     let bias_c = cout;
     let b = r.tensor_signed(&[bias_c], 0.0, 1.0, true, false)?;
-    let op = if transposed {
-        [r.int(0, stride[0] - 1), r.int(0, stride[1] - 1)]
-    } else {
-        [0, 0]
-    };
+    let op = if transposed { [r.int(0, stride[0] - 1), r.int(0, stride[1] - 1)] } else { [0, 0] };
     let params = Params {
-        i: vec![
-            stride[0], stride[1], pad[0], pad[1], dil[0], dil[1], groups, op[0], op[1],
-        ],
+        i: vec![stride[0], stride[1], pad[0], pad[1], dil[0], dil[1], groups, op[0], op[1]],
         ..Default::default()
     };
-    Ok(Sample {
-        inputs: vec![x, wt, b],
-        params,
-        constant: vec![],
-    })
+    Ok(Sample { inputs: vec![x, wt, b], params, constant: vec![] })
 }
 
 fn add_bias(mut y: Nd, b: &Nd) -> Nd {
@@ -512,14 +438,7 @@ fn pool_sample(r: &mut SampleRng) -> Result<Sample> {
     let (h, w) = (r.int(k, 6), r.int(k, 6));
     let sh = [r.int(1, 2), r.int(1, 3), h, w];
     let x = r.tensor_signed(&sh, 0.0, 2.0, true, true)?;
-    Ok(Sample {
-        inputs: vec![x],
-        params: Params {
-            i: vec![k, s, p],
-            ..Default::default()
-        },
-        constant: vec![],
-    })
+    Ok(Sample { inputs: vec![x], params: Params { i: vec![k, s, p], ..Default::default() }, constant: vec![] })
 }
 
 fn pool_nd(x: &Nd, k: usize, s: usize, p: usize, max: bool) -> Nd {
@@ -533,10 +452,7 @@ fn pool_nd(x: &Nd, k: usize, s: usize, p: usize, max: bool) -> Nd {
                     let (mut acc, mut best) = (0.0, f64::NEG_INFINITY);
                     for i in 0..k {
                         for j in 0..k {
-                            let (y, xx) = (
-                                (oy * s + i) as isize - p as isize,
-                                (ox * s + j) as isize - p as isize,
-                            );
+                            let (y, xx) = ((oy * s + i) as isize - p as isize, (ox * s + j) as isize - p as isize);
                             if y >= 0 && xx >= 0 && (y as usize) < h && (xx as usize) < w {
                                 let v = x.at(&[b, ch, y as usize, xx as usize]);
                                 acc += v;
@@ -544,8 +460,7 @@ fn pool_nd(x: &Nd, k: usize, s: usize, p: usize, max: bool) -> Nd {
                             }
                         }
                     }
-                    out.data[((b * c + ch) * ho + oy) * wo + ox] =
-                        if max { best } else { acc / (k * k) as f64 };
+                    out.data[((b * c + ch) * ho + oy) * wo + ox] = if max { best } else { acc / (k * k) as f64 };
                 }
             }
         }
@@ -567,8 +482,7 @@ fn bilinear_nd(x: &Nd, oh: usize, ow: usize) -> Nd {
                 let (y0, y1, fy) = src(oy, oh, h);
                 for ox in 0..ow {
                     let (x0, x1, fx) = src(ox, ow, w);
-                    let v = (1.0 - fy)
-                        * ((1.0 - fx) * x.at(&[b, ch, y0, x0]) + fx * x.at(&[b, ch, y0, x1]))
+                    let v = (1.0 - fy) * ((1.0 - fx) * x.at(&[b, ch, y0, x0]) + fx * x.at(&[b, ch, y0, x1]))
                         + fy * ((1.0 - fx) * x.at(&[b, ch, y1, x0]) + fx * x.at(&[b, ch, y1, x1]));
                     out.data[((b * c + ch) * oh + oy) * ow + ox] = v;
                 }
@@ -592,17 +506,13 @@ fn norm_nd(
     let mut out = x.clone();
     for r in 0..rows {
         let v = &x.data[r * len..(r + 1) * len];
-        let mu = if center {
-            v.iter().sum::<f64>() / len as f64
-        } else {
-            0.0
-        };
+        let mu = if center { v.iter().sum::<f64>() / len as f64 } else { 0.0 };
         let var = v.iter().map(|a| (a - mu).powi(2)).sum::<f64>() / len as f64;
         for i in 0..len {
             let k = r * len + i;
             let c = chan(k);
-            out.data[k] = (x.data[k] - mu) / (var + eps).sqrt() * w.map_or(1.0, |w| w.data[c])
-                + b.map_or(0.0, |b| b.data[c]);
+            out.data[k] =
+                (x.data[k] - mu) / (var + eps).sqrt() * w.map_or(1.0, |w| w.data[c]) + b.map_or(0.0, |b| b.data[c]);
         }
     }
     out
@@ -618,9 +528,7 @@ fn attention_nd(q: &Nd, k: &Nd, v: &Nd, mask: Option<&Nd>, causal: bool) -> Nd {
             for i in 0..sq {
                 let mut s: Vec<f64> = (0..sk)
                     .map(|j| {
-                        let dot: f64 = (0..d)
-                            .map(|c| q.at(&[bi, hi, i, c]) * k.at(&[bi, hi, j, c]))
-                            .sum();
+                        let dot: f64 = (0..d).map(|c| q.at(&[bi, hi, i, c]) * k.at(&[bi, hi, j, c])).sum();
                         let m = mask.map_or(0.0, |m| m.at_bcast(&[bi, hi, i, j]));
                         if causal && j > i {
                             f64::NEG_INFINITY
@@ -631,8 +539,7 @@ fn attention_nd(q: &Nd, k: &Nd, v: &Nd, mask: Option<&Nd>, causal: bool) -> Nd {
                     .collect();
                 s = softmax_lane(&s);
                 for c in 0..dv {
-                    out.data[((bi * h + hi) * sq + i) * dv + c] =
-                        (0..sk).map(|j| s[j] * v.at(&[bi, hi, j, c])).sum();
+                    out.data[((bi * h + hi) * sq + i) * dv + c] = (0..sk).map(|j| s[j] * v.at(&[bi, hi, j, c])).sum();
                 }
             }
         }
@@ -662,12 +569,7 @@ fn klub_params(p: &Params) -> KlubParams {
 
 fn patch_corners(p: &Params) -> (Vec<usize>, Vec<usize>, usize, usize) {
     let b = p.i[0];
-    (
-        p.i[3..3 + b].to_vec(),
-        p.i[3 + b..3 + 2 * b].to_vec(),
-        p.i[1],
-        p.i[2],
-    )
+    (p.i[3..3 + b].to_vec(), p.i[3 + b..3 + 2 * b].to_vec(), p.i[1], p.i[2])
 }
 
 /// Every registered op.
@@ -675,349 +577,59 @@ pub fn registry() -> Vec<OpInfo> {
     let mut v = vec![
         unary!("neg", -2.0, 2.0, false, true, |x: &Tensor| x.neg(), |x| -x),
         unary!("abs", 0.05, 2.0, true, true, |x: &Tensor| x.abs(), f64::abs),
-        unary!(
-            "exp",
-            -2.0,
-            2.0,
-            false,
-            true,
-            |x: &Tensor| x.exp(),
-            f64::exp
-        ),
+        unary!("exp", -2.0, 2.0, false, true, |x: &Tensor| x.exp(), f64::exp),
         unary!("log", 0.1, 3.0, false, true, |x: &Tensor| x.log(), f64::ln),
-        unary!(
-            "log1p",
-            -0.5,
-            2.0,
-            false,
-            true,
-            |x: &Tensor| x.log1p(),
-            f64::ln_1p
-        ),
-        unary!(
-            "expm1",
-            -2.0,
-            2.0,
-            false,
-            true,
-            |x: &Tensor| x.expm1(),
-            f64::exp_m1
-        ),
-        unary!(
-            "sqrt",
-            0.1,
-            3.0,
-            false,
-            true,
-            |x: &Tensor| x.sqrt(),
-            f64::sqrt
-        ),
-        unary!(
-            "rsqrt",
-            0.1,
-            3.0,
-            false,
-            true,
-            |x: &Tensor| x.rsqrt(),
-            |x: f64| 1.0 / x.sqrt()
-        ),
-        unary!(
-            "reciprocal",
-            0.2,
-            2.0,
-            true,
-            true,
-            |x: &Tensor| x.reciprocal(),
-            |x: f64| 1.0 / x
-        ),
-        unary!(
-            "sqr",
-            -2.0,
-            2.0,
-            false,
-            true,
-            |x: &Tensor| x.sqr(),
-            |x: f64| x * x
-        ),
-        unary!(
-            "sin",
-            -3.0,
-            3.0,
-            false,
-            true,
-            |x: &Tensor| x.sin(),
-            f64::sin
-        ),
-        unary!(
-            "cos",
-            -3.0,
-            3.0,
-            false,
-            true,
-            |x: &Tensor| x.cos(),
-            f64::cos
-        ),
-        unary!(
-            "tanh",
-            -2.0,
-            2.0,
-            false,
-            true,
-            |x: &Tensor| x.tanh(),
-            f64::tanh
-        ),
-        unary!(
-            "sigmoid",
-            -4.0,
-            4.0,
-            false,
-            true,
-            |x: &Tensor| x.sigmoid(),
-            |x: f64| 1.0 / (1.0 + (-x).exp())
-        ),
-        unary!(
-            "silu",
-            -3.0,
-            3.0,
-            false,
-            true,
-            |x: &Tensor| x.silu(),
-            |x: f64| x / (1.0 + (-x).exp())
-        ),
-        unary!(
-            "gelu",
-            -3.0,
-            3.0,
-            false,
-            true,
-            |x: &Tensor| x.gelu(),
-            |x: f64| 0.5 * x * (1.0 + special::erf(x / 2f64.sqrt()))
-        ),
-        unary!(
-            "gelu_tanh",
-            -3.0,
-            3.0,
-            false,
-            true,
-            |x: &Tensor| x.gelu_tanh(),
-            |x: f64| 0.5
-                * x
-                * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x)).tanh())
-        ),
-        unary!(
-            "softplus",
-            -4.0,
-            4.0,
-            false,
-            true,
-            |x: &Tensor| x.softplus(),
-            |x: f64| (1.0 + x.exp()).ln()
-        ),
-        unary!(
-            "relu",
-            0.05,
-            2.0,
-            true,
-            true,
-            |x: &Tensor| x.relu(),
-            |x: f64| x.max(0.0)
-        ),
-        unary!(
-            "leaky_relu",
-            0.05,
-            2.0,
-            true,
-            true,
-            |x: &Tensor| x.leaky_relu(0.2),
-            |x: f64| if x > 0.0 { x } else { 0.2 * x }
-        ),
-        unary!(
-            "erf",
-            -2.0,
-            2.0,
-            false,
-            true,
-            |x: &Tensor| x.erf(),
-            special::erf
-        ),
-        unary!(
-            "lgamma",
-            0.2,
-            8.0,
-            false,
-            true,
-            |x: &Tensor| x.lgamma(),
-            special::lgamma
-        ),
-        unary!(
-            "digamma",
-            0.3,
-            8.0,
-            false,
-            true,
-            |x: &Tensor| x.digamma(),
-            special::digamma
-        ),
-        unary!(
-            "trigamma",
-            0.3,
-            8.0,
-            false,
-            true,
-            |x: &Tensor| x.trigamma(),
-            special::trigamma
-        ),
-        unary!(
-            "sign",
-            0.05,
-            2.0,
-            true,
-            false,
-            |x: &Tensor| x.sign(),
-            f64::signum
-        ),
-        unary!(
-            "floor",
-            0.05,
-            3.0,
-            true,
-            false,
-            |x: &Tensor| x.floor(),
-            f64::floor
-        ),
-        unary!(
-            "round",
-            0.05,
-            3.0,
-            true,
-            false,
-            |x: &Tensor| x.round(),
-            |x: f64| {
-                let r = x.round();
-                if (x - x.trunc()).abs() == 0.5 {
-                    2.0 * (x / 2.0).round()
-                } else {
-                    r
-                }
+        unary!("log1p", -0.5, 2.0, false, true, |x: &Tensor| x.log1p(), f64::ln_1p),
+        unary!("expm1", -2.0, 2.0, false, true, |x: &Tensor| x.expm1(), f64::exp_m1),
+        unary!("sqrt", 0.1, 3.0, false, true, |x: &Tensor| x.sqrt(), f64::sqrt),
+        unary!("rsqrt", 0.1, 3.0, false, true, |x: &Tensor| x.rsqrt(), |x: f64| 1.0 / x.sqrt()),
+        unary!("reciprocal", 0.2, 2.0, true, true, |x: &Tensor| x.reciprocal(), |x: f64| 1.0 / x),
+        unary!("sqr", -2.0, 2.0, false, true, |x: &Tensor| x.sqr(), |x: f64| x * x),
+        unary!("sin", -3.0, 3.0, false, true, |x: &Tensor| x.sin(), f64::sin),
+        unary!("cos", -3.0, 3.0, false, true, |x: &Tensor| x.cos(), f64::cos),
+        unary!("tanh", -2.0, 2.0, false, true, |x: &Tensor| x.tanh(), f64::tanh),
+        unary!("sigmoid", -4.0, 4.0, false, true, |x: &Tensor| x.sigmoid(), |x: f64| 1.0 / (1.0 + (-x).exp())),
+        unary!("silu", -3.0, 3.0, false, true, |x: &Tensor| x.silu(), |x: f64| x / (1.0 + (-x).exp())),
+        unary!("gelu", -3.0, 3.0, false, true, |x: &Tensor| x.gelu(), |x: f64| 0.5
+            * x
+            * (1.0 + special::erf(x / 2f64.sqrt()))),
+        unary!("gelu_tanh", -3.0, 3.0, false, true, |x: &Tensor| x.gelu_tanh(), |x: f64| 0.5
+            * x
+            * (1.0 + ((2.0 / std::f64::consts::PI).sqrt() * (x + 0.044715 * x * x * x)).tanh())),
+        unary!("softplus", -4.0, 4.0, false, true, |x: &Tensor| x.softplus(), |x: f64| (1.0 + x.exp()).ln()),
+        unary!("relu", 0.05, 2.0, true, true, |x: &Tensor| x.relu(), |x: f64| x.max(0.0)),
+        unary!("leaky_relu", 0.05, 2.0, true, true, |x: &Tensor| x.leaky_relu(0.2), |x: f64| if x > 0.0 {
+            x
+        } else {
+            0.2 * x
+        }),
+        unary!("erf", -2.0, 2.0, false, true, |x: &Tensor| x.erf(), special::erf),
+        unary!("lgamma", 0.2, 8.0, false, true, |x: &Tensor| x.lgamma(), special::lgamma),
+        unary!("digamma", 0.3, 8.0, false, true, |x: &Tensor| x.digamma(), special::digamma),
+        unary!("trigamma", 0.3, 8.0, false, true, |x: &Tensor| x.trigamma(), special::trigamma),
+        unary!("sign", 0.05, 2.0, true, false, |x: &Tensor| x.sign(), f64::signum),
+        unary!("floor", 0.05, 3.0, true, false, |x: &Tensor| x.floor(), f64::floor),
+        unary!("round", 0.05, 3.0, true, false, |x: &Tensor| x.round(), |x: f64| {
+            let r = x.round();
+            if (x - x.trunc()).abs() == 0.5 {
+                2.0 * (x / 2.0).round()
+            } else {
+                r
             }
-        ),
-        unary!(
-            "affine",
-            -2.0,
-            2.0,
-            false,
-            true,
-            |x: &Tensor| x.affine(-1.5, 0.25),
-            |x: f64| -1.5 * x + 0.25
-        ),
-        unary!(
-            "powf",
-            0.1,
-            3.0,
-            false,
-            true,
-            |x: &Tensor| x.powf(2.5),
-            |x: f64| x.powf(2.5)
-        ),
-        unary!(
-            "clamp",
-            0.0,
-            2.0,
-            true,
-            true,
-            |x: &Tensor| x.clamp(-0.5, 0.7),
-            |x: f64| x.clamp(-0.5, 0.7)
-        ),
-        binary!(
-            "add",
-            0.0,
-            2.0,
-            true,
-            true,
-            |a: &Tensor, b: &Tensor| a.add(b),
-            |a, b| a + b
-        ),
-        binary!(
-            "sub",
-            0.0,
-            2.0,
-            true,
-            true,
-            |a: &Tensor, b: &Tensor| a.sub(b),
-            |a, b| a - b
-        ),
-        binary!(
-            "mul",
-            0.0,
-            2.0,
-            true,
-            true,
-            |a: &Tensor, b: &Tensor| a.mul(b),
-            |a, b| a * b
-        ),
-        binary!(
-            "div",
-            0.3,
-            2.0,
-            true,
-            true,
-            |a: &Tensor, b: &Tensor| a.div(b),
-            |a, b| a / b
-        ),
-        binary!(
-            "pow",
-            0.2,
-            2.0,
-            false,
-            true,
-            |a: &Tensor, b: &Tensor| a.pow(b),
-            f64::powf
-        ),
-        binary!(
-            "maximum",
-            0.0,
-            2.0,
-            true,
-            true,
-            |a: &Tensor, b: &Tensor| a.maximum(b),
-            f64::max
-        ),
-        binary!(
-            "minimum",
-            0.0,
-            2.0,
-            true,
-            true,
-            |a: &Tensor, b: &Tensor| a.minimum(b),
-            f64::min
-        ),
-        binary!(
-            "lt",
-            0.0,
-            2.0,
-            true,
-            false,
-            |a: &Tensor, b: &Tensor| as_f64(a.lt(b)),
-            |a, b| b2f(a < b)
-        ),
-        binary!(
-            "ge",
-            0.0,
-            2.0,
-            true,
-            false,
-            |a: &Tensor, b: &Tensor| as_f64(a.ge(b)),
-            |a, b| b2f(a >= b)
-        ),
-        binary!(
-            "eq",
-            0.0,
-            2.0,
-            true,
-            false,
-            |a: &Tensor, b: &Tensor| as_f64(a.eq(&a.maximum(b)?)),
-            |a, b| b2f(a >= b)
-        ),
+        }),
+        unary!("affine", -2.0, 2.0, false, true, |x: &Tensor| x.affine(-1.5, 0.25), |x: f64| -1.5 * x + 0.25),
+        unary!("powf", 0.1, 3.0, false, true, |x: &Tensor| x.powf(2.5), |x: f64| x.powf(2.5)),
+        unary!("clamp", 0.0, 2.0, true, true, |x: &Tensor| x.clamp(-0.5, 0.7), |x: f64| x.clamp(-0.5, 0.7)),
+        binary!("add", 0.0, 2.0, true, true, |a: &Tensor, b: &Tensor| a.add(b), |a, b| a + b),
+        binary!("sub", 0.0, 2.0, true, true, |a: &Tensor, b: &Tensor| a.sub(b), |a, b| a - b),
+        binary!("mul", 0.0, 2.0, true, true, |a: &Tensor, b: &Tensor| a.mul(b), |a, b| a * b),
+        binary!("div", 0.3, 2.0, true, true, |a: &Tensor, b: &Tensor| a.div(b), |a, b| a / b),
+        binary!("pow", 0.2, 2.0, false, true, |a: &Tensor, b: &Tensor| a.pow(b), f64::powf),
+        binary!("maximum", 0.0, 2.0, true, true, |a: &Tensor, b: &Tensor| a.maximum(b), f64::max),
+        binary!("minimum", 0.0, 2.0, true, true, |a: &Tensor, b: &Tensor| a.minimum(b), f64::min),
+        binary!("lt", 0.0, 2.0, true, false, |a: &Tensor, b: &Tensor| as_f64(a.lt(b)), |a, b| b2f(a < b)),
+        binary!("ge", 0.0, 2.0, true, false, |a: &Tensor, b: &Tensor| as_f64(a.ge(b)), |a, b| b2f(a >= b)),
+        binary!("eq", 0.0, 2.0, true, false, |a: &Tensor, b: &Tensor| as_f64(a.eq(&a.maximum(b)?)), |a, b| b2f(a >= b)),
         OpInfo {
             name: "where",
             family: "binary",
@@ -1027,27 +639,18 @@ pub fn registry() -> Vec<OpInfo> {
             sample: |r| {
                 let mut s = bin_sample(r, 0.0, 2.0, true)?;
                 let shape = s.inputs[0].shape().to_vec();
-                s.inputs
-                    .push(r.tensor_signed(&shape, 0.0, 1.0, true, false)?);
+                s.inputs.push(r.tensor_signed(&shape, 0.0, 1.0, true, false)?);
                 Ok(s)
             },
             forward: |t, _| {
-                Tensor::where_cond(
-                    &t[2].cmp_scalar(scorch_ops::cpu::elementwise::BinaryOp::Gt, 0.0)?,
-                    &t[0],
-                    &t[1],
-                )
+                Tensor::where_cond(&t[2].cmp_scalar(scorch_ops::cpu::elementwise::BinaryOp::Gt, 0.0)?, &t[0], &t[1])
             },
             reference: |x, _| {
                 let shape = bshape(&[&x[0].shape, &x[1].shape, &x[2].shape]);
                 let mut o = Nd::zeros(&shape);
                 for i in 0..o.data.len() {
                     let idx = o.unravel(i);
-                    o.data[i] = if x[2].at_bcast(&idx) > 0.0 {
-                        x[0].at_bcast(&idx)
-                    } else {
-                        x[1].at_bcast(&idx)
-                    };
+                    o.data[i] = if x[2].at_bcast(&idx) > 0.0 { x[0].at_bcast(&idx) } else { x[1].at_bcast(&idx) };
                 }
                 o
             },
@@ -1055,31 +658,22 @@ pub fn registry() -> Vec<OpInfo> {
             cost: ew_cost,
             cuda: false,
         },
-        reduction!(
-            "sum",
-            |x: &Tensor, a: &[isize], k| x.sum(a, k),
-            |g: &[f64]| g.iter().sum()
-        ),
-        reduction!(
-            "mean",
-            |x: &Tensor, a: &[isize], k| x.mean(a, k),
-            |g: &[f64]| g.iter().sum::<f64>() / g.len() as f64
-        ),
-        reduction!(
-            "max",
-            |x: &Tensor, a: &[isize], k| x.max(a, k),
-            |g: &[f64]| g.iter().cloned().fold(f64::NEG_INFINITY, f64::max)
-        ),
-        reduction!(
-            "min",
-            |x: &Tensor, a: &[isize], k| x.min(a, k),
-            |g: &[f64]| g.iter().cloned().fold(f64::INFINITY, f64::min)
-        ),
-        reduction!(
-            "logsumexp",
-            |x: &Tensor, a: &[isize], k| x.logsumexp(a, k),
-            |g: &[f64]| g.iter().map(|v| v.exp()).sum::<f64>().ln()
-        ),
+        reduction!("sum", |x: &Tensor, a: &[isize], k| x.sum(a, k), |g: &[f64]| g.iter().sum()),
+        reduction!("mean", |x: &Tensor, a: &[isize], k| x.mean(a, k), |g: &[f64]| g.iter().sum::<f64>()
+            / g.len() as f64),
+        reduction!("max", |x: &Tensor, a: &[isize], k| x.max(a, k), |g: &[f64]| g
+            .iter()
+            .cloned()
+            .fold(f64::NEG_INFINITY, f64::max)),
+        reduction!("min", |x: &Tensor, a: &[isize], k| x.min(a, k), |g: &[f64]| g
+            .iter()
+            .cloned()
+            .fold(f64::INFINITY, f64::min)),
+        reduction!("logsumexp", |x: &Tensor, a: &[isize], k| x.logsumexp(a, k), |g: &[f64]| g
+            .iter()
+            .map(|v| v.exp())
+            .sum::<f64>()
+            .ln()),
         OpInfo {
             name: "var",
             family: "reduce",
@@ -1124,13 +718,7 @@ pub fn registry() -> Vec<OpInfo> {
                 reduce_nd(&x[0], &p.i, true, |g| {
                     g.iter()
                         .enumerate()
-                        .fold((0, f64::NEG_INFINITY), |(bi, bv), (i, &v)| {
-                            if v > bv {
-                                (i, v)
-                            } else {
-                                (bi, bv)
-                            }
-                        })
+                        .fold((0, f64::NEG_INFINITY), |(bi, bv), (i, &v)| if v > bv { (i, v) } else { (bi, bv) })
                         .0 as f64
                 })
             },
@@ -1159,11 +747,7 @@ pub fn registry() -> Vec<OpInfo> {
             tol: 2.0,
             sample: axis_sample,
             forward: |t, p| t[0].log_softmax(p.i[0] as isize),
-            reference: |x, p| {
-                along(&x[0], p.i[0], |l| {
-                    softmax_lane(l).iter().map(|v| v.ln()).collect()
-                })
-            },
+            reference: |x, p| along(&x[0], p.i[0], |l| softmax_lane(l).iter().map(|v| v.ln()).collect()),
             composite: None,
             cost: |s, _| (5.0 * numel(&s[0]), 8.0 * numel(&s[0])),
             cuda: false,
@@ -1201,10 +785,7 @@ pub fn registry() -> Vec<OpInfo> {
                 let (m, k, n) = (r.int(1, 6), r.int(1, 6), r.int(1, 6));
                 let rk = r.int(0, 2);
                 let batch = r.shape(rk, 3);
-                let mut sa: Vec<usize> = batch
-                    .iter()
-                    .map(|&d| if r.coin() { d } else { 1 })
-                    .collect();
+                let mut sa: Vec<usize> = batch.iter().map(|&d| if r.coin() { d } else { 1 }).collect();
                 let mut sb: Vec<usize> = batch[r.int(0, batch.len())..].to_vec();
                 sa.extend([m, k]);
                 sb.extend([k, n]);
@@ -1223,15 +804,8 @@ pub fn registry() -> Vec<OpInfo> {
             cost: |s, _| {
                 let (a, b) = (&s[0], &s[1]);
                 let batch = numel(&bshape(&[&a[..a.len() - 2], &b[..b.len() - 2]]));
-                let (m, k, n) = (
-                    a[a.len() - 2] as f64,
-                    a[a.len() - 1] as f64,
-                    b[b.len() - 1] as f64,
-                );
-                (
-                    2.0 * batch * m * k * n,
-                    4.0 * batch * (m * k + k * n + m * n),
-                )
+                let (m, k, n) = (a[a.len() - 2] as f64, a[a.len() - 1] as f64, b[b.len() - 1] as f64);
+                (2.0 * batch * m * k * n, 4.0 * batch * (m * k + k * n + m * n))
             },
             cuda: false,
         },
@@ -1277,11 +851,7 @@ pub fn registry() -> Vec<OpInfo> {
             },
             composite: None,
             cost: |s, _| {
-                let (n, i, o) = (
-                    numel(&s[0]) / *s[0].last().unwrap_or(&1) as f64,
-                    s[1][1] as f64,
-                    s[1][0] as f64,
-                );
+                let (n, i, o) = (numel(&s[0]) / *s[0].last().unwrap_or(&1) as f64, s[1][1] as f64, s[1][0] as f64);
                 (2.0 * n * i * o, 4.0 * (n * i + i * o + n * o))
             },
             cuda: false,
@@ -1298,17 +868,10 @@ pub fn registry() -> Vec<OpInfo> {
             composite: None,
             cost: |s, p| {
                 let cp = conv_params(p);
-                let ho = (s[0][2] + 2 * cp.padding[0] - cp.dilation[0] * (s[1][2] - 1) - 1)
-                    / cp.stride[0]
-                    + 1;
-                let wo = (s[0][3] + 2 * cp.padding[1] - cp.dilation[1] * (s[1][3] - 1) - 1)
-                    / cp.stride[1]
-                    + 1;
+                let ho = (s[0][2] + 2 * cp.padding[0] - cp.dilation[0] * (s[1][2] - 1) - 1) / cp.stride[0] + 1;
+                let wo = (s[0][3] + 2 * cp.padding[1] - cp.dilation[1] * (s[1][3] - 1) - 1) / cp.stride[1] + 1;
                 let out = (s[0][0] * s[1][0] * ho * wo) as f64;
-                (
-                    2.0 * out * (s[1][1] * s[1][2] * s[1][3]) as f64,
-                    4.0 * (numel(&s[0]) + numel(&s[1]) + out),
-                )
+                (2.0 * out * (s[1][1] * s[1][2] * s[1][3]) as f64, 4.0 * (numel(&s[0]) + numel(&s[1]) + out))
             },
             cuda: false,
         },
@@ -1319,21 +882,11 @@ pub fn registry() -> Vec<OpInfo> {
             low_precision: true,
             tol: 4.0,
             sample: |r| conv_sample(r, true),
-            forward: |t, p| {
-                t[0].conv_transpose2d(&t[1], Some(&t[2]), conv_params(p), [p.i[7], p.i[8]])
-            },
-            reference: |x, p| {
-                add_bias(
-                    conv_t_nd(&x[0], &x[1], &conv_params(p), [p.i[7], p.i[8]]),
-                    &x[2],
-                )
-            },
+            forward: |t, p| t[0].conv_transpose2d(&t[1], Some(&t[2]), conv_params(p), [p.i[7], p.i[8]]),
+            reference: |x, p| add_bias(conv_t_nd(&x[0], &x[1], &conv_params(p), [p.i[7], p.i[8]]), &x[2]),
             composite: None,
             cost: |s, _| {
-                (
-                    2.0 * numel(&s[0]) * (s[1][1] * s[1][2] * s[1][3]) as f64,
-                    4.0 * (numel(&s[0]) + numel(&s[1])),
-                )
+                (2.0 * numel(&s[0]) * (s[1][1] * s[1][2] * s[1][3]) as f64, 4.0 * (numel(&s[0]) + numel(&s[1])))
             },
             cuda: false,
         },
@@ -1348,10 +901,7 @@ pub fn registry() -> Vec<OpInfo> {
             reference: |x, p| pool_nd(&x[0], p.i[0], p.i[1], p.i[2], false),
             composite: None,
             cost: |s, p| {
-                (
-                    numel(&s[0]) * (p.i[0] * p.i[0]) as f64 / (p.i[1] * p.i[1]) as f64,
-                    4.0 * numel(&s[0]) * 1.25,
-                )
+                (numel(&s[0]) * (p.i[0] * p.i[0]) as f64 / (p.i[1] * p.i[1]) as f64, 4.0 * numel(&s[0]) * 1.25)
             },
             cuda: false,
         },
@@ -1366,10 +916,7 @@ pub fn registry() -> Vec<OpInfo> {
             reference: |x, p| pool_nd(&x[0], p.i[0], p.i[1], p.i[2], true),
             composite: None,
             cost: |s, p| {
-                (
-                    numel(&s[0]) * (p.i[0] * p.i[0]) as f64 / (p.i[1] * p.i[1]) as f64,
-                    4.0 * numel(&s[0]) * 1.25,
-                )
+                (numel(&s[0]) * (p.i[0] * p.i[0]) as f64 / (p.i[1] * p.i[1]) as f64, 4.0 * numel(&s[0]) * 1.25)
             },
             cuda: false,
         },
@@ -1384,10 +931,7 @@ pub fn registry() -> Vec<OpInfo> {
                 let x = r.tensor_signed(&sh, 0.0, 1.0, true, true)?;
                 Ok(Sample {
                     inputs: vec![x],
-                    params: Params {
-                        i: vec![r.int(1, 3)],
-                        ..Default::default()
-                    },
+                    params: Params { i: vec![r.int(1, 3)], ..Default::default() },
                     constant: vec![],
                 })
             },
@@ -1417,10 +961,7 @@ pub fn registry() -> Vec<OpInfo> {
                 let x = r.tensor_signed(&sh, 0.0, 1.0, true, true)?;
                 Ok(Sample {
                     inputs: vec![x],
-                    params: Params {
-                        i: vec![r.int(1, 8), r.int(1, 8)],
-                        ..Default::default()
-                    },
+                    params: Params { i: vec![r.int(1, 8), r.int(1, 8)], ..Default::default() },
                     constant: vec![],
                 })
             },
@@ -1443,21 +984,10 @@ pub fn registry() -> Vec<OpInfo> {
             tol: 1.0,
             sample: |r| {
                 let up = r.coin();
-                let (h, w) = if up {
-                    (r.int(1, 4), r.int(1, 4))
-                } else {
-                    (2 * r.int(1, 3), 2 * r.int(1, 3))
-                };
+                let (h, w) = if up { (r.int(1, 4), r.int(1, 4)) } else { (2 * r.int(1, 3), 2 * r.int(1, 3)) };
                 let sh = [r.int(1, 2), r.int(1, 3), h, w];
                 let x = r.tensor_signed(&sh, 0.0, 1.0, true, true)?;
-                Ok(Sample {
-                    inputs: vec![x],
-                    params: Params {
-                        b: vec![up],
-                        ..Default::default()
-                    },
-                    constant: vec![],
-                })
+                Ok(Sample { inputs: vec![x], params: Params { b: vec![up], ..Default::default() }, constant: vec![] })
             },
             forward: |t, p| t[0].fir_resample2d(&[1.0, 1.0], p.b[0]),
             // [1,1] FIR: down = 2×2 mean, up = nearest ×2 (EDM's resample_filter=[1,1]).
@@ -1499,10 +1029,7 @@ pub fn registry() -> Vec<OpInfo> {
                         r.tensor(&[c], 0.5, 1.5, false)?,
                         r.tensor_signed(&[c], 0.0, 1.0, true, false)?,
                     ],
-                    params: Params {
-                        i: vec![g],
-                        ..Default::default()
-                    },
+                    params: Params { i: vec![g], ..Default::default() },
                     constant: vec![],
                 })
             },
@@ -1510,24 +1037,10 @@ pub fn registry() -> Vec<OpInfo> {
             reference: |x, p| {
                 let (n, c) = (x[0].shape[0], x[0].shape[1]);
                 let s: usize = x[0].shape[2..].iter().product();
-                norm_nd(
-                    &x[0],
-                    n * p.i[0],
-                    true,
-                    1e-5,
-                    |k| (k / s) % c,
-                    Some(&x[1]),
-                    Some(&x[2]),
-                )
+                norm_nd(&x[0], n * p.i[0], true, 1e-5, |k| (k / s) % c, Some(&x[1]), Some(&x[2]))
             },
             composite: Some(|t, p| {
-                norm::norm_composite(
-                    &t[0],
-                    NormKind::Group(p.i[0]),
-                    Some(&t[1]),
-                    Some(&t[2]),
-                    1e-5,
-                )
+                norm::norm_composite(&t[0], NormKind::Group(p.i[0]), Some(&t[1]), Some(&t[2]), 1e-5)
             }),
             cost: |s, _| (8.0 * numel(&s[0]), 8.0 * numel(&s[0])),
             cuda: false,
@@ -1556,19 +1069,9 @@ pub fn registry() -> Vec<OpInfo> {
             forward: |t, _| t[0].layer_norm(Some(&t[1]), Some(&t[2]), 1e-5),
             reference: |x, _| {
                 let d = *x[0].shape.last().unwrap_or(&1);
-                norm_nd(
-                    &x[0],
-                    x[0].data.len() / d,
-                    true,
-                    1e-5,
-                    |k| k % d,
-                    Some(&x[1]),
-                    Some(&x[2]),
-                )
+                norm_nd(&x[0], x[0].data.len() / d, true, 1e-5, |k| k % d, Some(&x[1]), Some(&x[2]))
             },
-            composite: Some(|t, _| {
-                norm::norm_composite(&t[0], NormKind::Layer, Some(&t[1]), Some(&t[2]), 1e-5)
-            }),
+            composite: Some(|t, _| norm::norm_composite(&t[0], NormKind::Layer, Some(&t[1]), Some(&t[2]), 1e-5)),
             cost: |s, _| (8.0 * numel(&s[0]), 8.0 * numel(&s[0])),
             cuda: false,
         },
@@ -1584,10 +1087,7 @@ pub fn registry() -> Vec<OpInfo> {
                 let d = r.int(1, 6);
                 shape.push(d);
                 Ok(Sample {
-                    inputs: vec![
-                        r.tensor_signed(&shape, 0.1, 2.0, true, true)?,
-                        r.tensor(&[d], 0.5, 1.5, false)?,
-                    ],
+                    inputs: vec![r.tensor_signed(&shape, 0.1, 2.0, true, true)?, r.tensor(&[d], 0.5, 1.5, false)?],
                     params: Params::default(),
                     constant: vec![],
                 })
@@ -1595,19 +1095,9 @@ pub fn registry() -> Vec<OpInfo> {
             forward: |t, _| t[0].rms_norm(Some(&t[1]), 1e-6),
             reference: |x, _| {
                 let d = *x[0].shape.last().unwrap_or(&1);
-                norm_nd(
-                    &x[0],
-                    x[0].data.len() / d,
-                    false,
-                    1e-6,
-                    |k| k % d,
-                    Some(&x[1]),
-                    None,
-                )
+                norm_nd(&x[0], x[0].data.len() / d, false, 1e-6, |k| k % d, Some(&x[1]), None)
             },
-            composite: Some(|t, _| {
-                norm::norm_composite(&t[0], NormKind::Rms, Some(&t[1]), None, 1e-6)
-            }),
+            composite: Some(|t, _| norm::norm_composite(&t[0], NormKind::Rms, Some(&t[1]), None, 1e-6)),
             cost: |s, _| (6.0 * numel(&s[0]), 8.0 * numel(&s[0])),
             cuda: false,
         },
@@ -1618,14 +1108,8 @@ pub fn registry() -> Vec<OpInfo> {
             low_precision: true,
             tol: 4.0,
             sample: |r| {
-                let (b, h, sq, sk, d, dv) = (
-                    r.int(1, 2),
-                    r.int(1, 2),
-                    r.int(1, 9),
-                    r.int(1, 9),
-                    r.int(1, 8),
-                    r.int(1, 8),
-                );
+                let (b, h, sq, sk, d, dv) =
+                    (r.int(1, 2), r.int(1, 2), r.int(1, 9), r.int(1, 9), r.int(1, 8), r.int(1, 8));
                 let causal = r.coin();
                 let mut inputs = vec![
                     r.tensor_signed(&[b, h, sq, d], 0.0, 1.0, true, true)?,
@@ -1638,10 +1122,7 @@ pub fn registry() -> Vec<OpInfo> {
                 }
                 Ok(Sample {
                     inputs,
-                    params: Params {
-                        b: vec![causal, masked],
-                        ..Default::default()
-                    },
+                    params: Params { b: vec![causal, masked], ..Default::default() },
                     constant: if masked { vec![3] } else { vec![] },
                 })
             },
@@ -1655,15 +1136,7 @@ pub fn registry() -> Vec<OpInfo> {
                     None,
                 )
             },
-            reference: |x, p| {
-                attention_nd(
-                    &x[0],
-                    &x[1],
-                    &x[2],
-                    if p.b[1] { Some(&x[3]) } else { None },
-                    p.b[0],
-                )
-            },
+            reference: |x, p| attention_nd(&x[0], &x[1], &x[2], if p.b[1] { Some(&x[3]) } else { None }, p.b[0]),
             composite: Some(|t, p| {
                 attention::attention_composite(
                     &t[0],
@@ -1675,17 +1148,9 @@ pub fn registry() -> Vec<OpInfo> {
                 )
             }),
             cost: |s, _| {
-                let (bh, sq, d, sk, dv) = (
-                    (s[0][0] * s[0][1]) as f64,
-                    s[0][2] as f64,
-                    s[0][3] as f64,
-                    s[1][2] as f64,
-                    s[2][3] as f64,
-                );
-                (
-                    2.0 * bh * sq * sk * (d + dv),
-                    4.0 * bh * (sq * d + sk * d + sk * dv + sq * dv),
-                )
+                let (bh, sq, d, sk, dv) =
+                    ((s[0][0] * s[0][1]) as f64, s[0][2] as f64, s[0][3] as f64, s[1][2] as f64, s[2][3] as f64);
+                (2.0 * bh * sq * sk * (d + dv), 4.0 * bh * (sq * d + sk * d + sk * dv + sq * dv))
             },
             cuda: false,
         },
@@ -1738,10 +1203,7 @@ pub fn registry() -> Vec<OpInfo> {
                 let idx = r.indices(&[k], s[d])?;
                 Ok(Sample {
                     inputs: vec![r.tensor_signed(&s, 0.0, 1.0, true, true)?, idx],
-                    params: Params {
-                        i: vec![d],
-                        ..Default::default()
-                    },
+                    params: Params { i: vec![d], ..Default::default() },
                     constant: vec![],
                 })
             },
@@ -1777,10 +1239,7 @@ pub fn registry() -> Vec<OpInfo> {
                 let idx = r.indices(&is, s[d])?;
                 Ok(Sample {
                     inputs: vec![r.tensor_signed(&s, 0.0, 1.0, true, true)?, idx],
-                    params: Params {
-                        i: vec![d],
-                        ..Default::default()
-                    },
+                    params: Params { i: vec![d], ..Default::default() },
                     constant: vec![],
                 })
             },
@@ -1815,10 +1274,7 @@ pub fn registry() -> Vec<OpInfo> {
                 p.insert(0, d);
                 Ok(Sample {
                     inputs: vec![r.tensor_signed(&is, 0.0, 1.0, true, true)?, idx],
-                    params: Params {
-                        i: p,
-                        ..Default::default()
-                    },
+                    params: Params { i: p, ..Default::default() },
                     constant: vec![],
                 })
             },
@@ -1853,14 +1309,7 @@ pub fn registry() -> Vec<OpInfo> {
                     si[d] = r.int(1, 3);
                     inputs.push(r.tensor_signed(&si, 0.0, 1.0, true, true)?);
                 }
-                Ok(Sample {
-                    inputs,
-                    params: Params {
-                        i: vec![d],
-                        ..Default::default()
-                    },
-                    constant: vec![],
-                })
+                Ok(Sample { inputs, params: Params { i: vec![d], ..Default::default() }, constant: vec![] })
             },
             forward: |t, p| Tensor::cat(t, p.i[0] as isize),
             reference: |x, p| {
@@ -1896,20 +1345,11 @@ pub fn registry() -> Vec<OpInfo> {
                 let pads: Vec<usize> = (0..2 * k).map(|_| r.int(0, 2)).collect();
                 Ok(Sample {
                     inputs: vec![r.tensor_signed(&s, 0.0, 1.0, true, true)?],
-                    params: Params {
-                        i: pads,
-                        f: vec![0.5],
-                        b: vec![],
-                    },
+                    params: Params { i: pads, f: vec![0.5], b: vec![] },
                     constant: vec![],
                 })
             },
-            forward: |t, p| {
-                t[0].pad(
-                    &p.i.chunks(2).map(|c| (c[0], c[1])).collect::<Vec<_>>(),
-                    p.f[0],
-                )
-            },
+            forward: |t, p| t[0].pad(&p.i.chunks(2).map(|c| (c[0], c[1])).collect::<Vec<_>>(), p.f[0]),
             reference: |x, p| {
                 let k = p.i.len() / 2;
                 let lead = x[0].rank() - k;
@@ -1955,10 +1395,7 @@ pub fn registry() -> Vec<OpInfo> {
                 let s = vec![r.int(1, 4), r.int(2, 6), r.int(1, 4)];
                 Ok(Sample {
                     inputs: vec![r.tensor_signed(&s, 0.0, 1.0, true, true)?],
-                    params: Params {
-                        i: vec![r.int(1, 2)],
-                        ..Default::default()
-                    },
+                    params: Params { i: vec![r.int(1, 2)], ..Default::default() },
                     constant: vec![],
                 })
             },
@@ -2001,10 +1438,7 @@ pub fn registry() -> Vec<OpInfo> {
                 let t = r.indices(&[n], c)?;
                 Ok(Sample {
                     inputs: vec![r.tensor_signed(&[n, c], 0.0, 3.0, true, true)?, t],
-                    params: Params {
-                        f: vec![if r.coin() { 0.1 } else { 0.0 }],
-                        ..Default::default()
-                    },
+                    params: Params { f: vec![if r.coin() { 0.1 } else { 0.0 }], ..Default::default() },
                     constant: vec![],
                 })
             },
@@ -2048,11 +1482,7 @@ pub fn registry() -> Vec<OpInfo> {
                 Nd::new(
                     &[],
                     vec![
-                        x[0].data
-                            .iter()
-                            .zip(&x[1].data)
-                            .map(|(a, b)| (a - b).powi(2))
-                            .sum::<f64>()
+                        x[0].data.iter().zip(&x[1].data).map(|(a, b)| (a - b).powi(2)).sum::<f64>()
                             / x[0].data.len() as f64,
                     ],
                 )
@@ -2074,10 +1504,7 @@ pub fn registry() -> Vec<OpInfo> {
                 let mk = |r: &mut SampleRng| r.tensor_signed(&s, 0.0, 1.0, true, true);
                 Ok(Sample {
                     inputs: vec![mk(r)?, mk(r)?, mk(r)?],
-                    params: Params {
-                        f: vec![r.uniform(0.5, 1.5)],
-                        ..Default::default()
-                    },
+                    params: Params { f: vec![r.uniform(0.5, 1.5)], ..Default::default() },
                     constant: vec![],
                 })
             },
@@ -2089,24 +1516,15 @@ pub fn registry() -> Vec<OpInfo> {
                 let v = (0..b)
                     .map(|s| {
                         let rg = s * per..(s + 1) * per;
-                        let (r, f, g) = (
-                            &x[0].data[rg.clone()],
-                            &x[1].data[rg.clone()],
-                            &x[2].data[rg],
-                        );
-                        let mae =
-                            r.iter().zip(g).map(|(r, g)| (g - r).abs()).sum::<f64>() / per as f64;
+                        let (r, f, g) = (&x[0].data[rg.clone()], &x[1].data[rg.clone()], &x[2].data[rg]);
+                        let mae = r.iter().zip(g).map(|(r, g)| (g - r).abs()).sum::<f64>() / per as f64;
                         let w = 1.0 / mae.max(1e-5);
-                        (0..per)
-                            .map(|i| (r[i] - f[i]) * ((r[i] - g[i]) - a * (r[i] - f[i])) * w)
-                            .sum()
+                        (0..per).map(|i| (r[i] - f[i]) * ((r[i] - g[i]) - a * (r[i] - f[i])) * w).sum()
                     })
                     .collect();
                 Nd::new(&[b], v)
             },
-            composite: Some(|t, p| {
-                fused::sid_generator_loss_composite(&t[0], &t[1], &t[2], p.f[0])
-            }),
+            composite: Some(|t, p| fused::sid_generator_loss_composite(&t[0], &t[1], &t[2], p.f[0])),
             cost: |s, _| (10.0 * numel(&s[0]), 12.0 * numel(&s[0])),
             cuda: false,
         },
@@ -2125,16 +1543,11 @@ pub fn registry() -> Vec<OpInfo> {
                 let w = r.tensor(&[b], 0.5, 2.0, false)?;
                 Ok(Sample {
                     inputs: vec![mk(r)?, mk(r)?, mk(r)?, w],
-                    params: Params {
-                        f: vec![r.uniform(0.5, 1.5)],
-                        ..Default::default()
-                    },
+                    params: Params { f: vec![r.uniform(0.5, 1.5)], ..Default::default() },
                     constant: vec![3],
                 })
             },
-            forward: |t, p| {
-                fused::sid_generator_loss_weighted(&t[0], &t[1], &t[2], p.f[0], Some(&t[3]))
-            },
+            forward: |t, p| fused::sid_generator_loss_weighted(&t[0], &t[1], &t[2], p.f[0], Some(&t[3])),
             reference: |x, p| {
                 let b = x[0].shape[0];
                 let per = x[0].data.len() / b;
@@ -2142,30 +1555,17 @@ pub fn registry() -> Vec<OpInfo> {
                 let v = (0..b)
                     .map(|s| {
                         let rg = s * per..(s + 1) * per;
-                        let (r, f, g) = (
-                            &x[0].data[rg.clone()],
-                            &x[1].data[rg.clone()],
-                            &x[2].data[rg],
-                        );
-                        let mae =
-                            r.iter().zip(g).map(|(r, g)| (g - r).abs()).sum::<f64>() / per as f64;
+                        let (r, f, g) = (&x[0].data[rg.clone()], &x[1].data[rg.clone()], &x[2].data[rg]);
+                        let mae = r.iter().zip(g).map(|(r, g)| (g - r).abs()).sum::<f64>() / per as f64;
                         let _ = mae;
                         let w = x[3].data[s];
-                        (0..per)
-                            .map(|i| (r[i] - f[i]) * ((r[i] - g[i]) - a * (r[i] - f[i])) * w)
-                            .sum()
+                        (0..per).map(|i| (r[i] - f[i]) * ((r[i] - g[i]) - a * (r[i] - f[i])) * w).sum()
                     })
                     .collect();
                 Nd::new(&[b], v)
             },
             composite: Some(|t, p| {
-                fused::sid_generator_loss_composite_weighted(
-                    &t[0],
-                    &t[1],
-                    &t[2],
-                    p.f[0],
-                    Some(&t[3]),
-                )
+                fused::sid_generator_loss_composite_weighted(&t[0], &t[1], &t[2], p.f[0], Some(&t[3]))
             }),
             cost: |s, _| (10.0 * numel(&s[0]), 12.0 * numel(&s[0])),
             cuda: false,
@@ -2187,10 +1587,7 @@ pub fn registry() -> Vec<OpInfo> {
                         r.tensor_signed(&s, 0.0, 1.0, true, true)?,
                         r.tensor_signed(&s, 0.0, 1.0, true, true)?,
                     ],
-                    params: Params {
-                        f: w,
-                        ..Default::default()
-                    },
+                    params: Params { f: w, ..Default::default() },
                     constant: vec![],
                 })
             },
@@ -2203,9 +1600,7 @@ pub fn registry() -> Vec<OpInfo> {
                     (0..b)
                         .map(|s| {
                             p.f[s]
-                                * (s * per..(s + 1) * per)
-                                    .map(|i| (x[0].data[i] - x[1].data[i]).powi(2))
-                                    .sum::<f64>()
+                                * (s * per..(s + 1) * per).map(|i| (x[0].data[i] - x[1].data[i]).powi(2)).sum::<f64>()
                         })
                         .collect(),
                 )
@@ -2224,20 +1619,14 @@ pub fn registry() -> Vec<OpInfo> {
                 let rk = r.int(0, 2);
                 let s = r.shape(rk, 4);
                 let mut mk = || r.tensor(&s, 0.5, 20.0, true);
-                Ok(Sample {
-                    inputs: vec![mk()?, mk()?, mk()?, mk()?],
-                    params: Params::default(),
-                    constant: vec![],
-                })
+                Ok(Sample { inputs: vec![mk()?, mk()?, mk()?, mk()?], params: Params::default(), constant: vec![] })
             },
             forward: |t, _| fused::beta_kl(&t[0], &t[1], &t[2], &t[3]),
             reference: |x, _| {
                 Nd::new(
                     &x[0].shape,
                     (0..x[0].data.len())
-                        .map(|i| {
-                            kl_beta_ref(x[0].data[i], x[1].data[i], x[2].data[i], x[3].data[i])
-                        })
+                        .map(|i| kl_beta_ref(x[0].data[i], x[1].data[i], x[2].data[i], x[3].data[i]))
                         .collect(),
                 )
             },
@@ -2258,20 +1647,13 @@ pub fn registry() -> Vec<OpInfo> {
                 s.extend(r.shape(rk, 3));
                 let mut f: Vec<f64> = Vec::new();
                 let at: Vec<f64> = (0..b).map(|_| r.uniform(0.1, 0.8)).collect();
-                let as_: Vec<f64> = at
-                    .iter()
-                    .map(|&t| (t + r.uniform(0.01, 0.15)).min(0.99))
-                    .collect();
+                let as_: Vec<f64> = at.iter().map(|&t| (t + r.uniform(0.01, 0.15)).min(0.99)).collect();
                 f.extend(&as_);
                 f.extend(&at);
                 f.push(r.uniform(20.0, 200.0));
                 Ok(Sample {
                     inputs: vec![r.tensor(&s, 0.1, 0.9, true)?, r.tensor(&s, 0.1, 0.9, true)?],
-                    params: Params {
-                        i: vec![b],
-                        f,
-                        b: vec![],
-                    },
+                    params: Params { i: vec![b], f, b: vec![] },
                     constant: vec![1],
                 })
             },
@@ -2288,18 +1670,10 @@ pub fn registry() -> Vec<OpInfo> {
                             let (xh, xd, eta) = (x[0].data[i], x[1].data[i], kp.eta);
                             let (asv, atv) = (kp.alpha_s[s], kp.alpha_t[s]);
                             let dl = asv - atv;
-                            let cond = kl_beta_ref(
-                                eta * dl * xh,
-                                eta - eta * asv * xh,
-                                eta * dl * xd,
-                                eta - eta * asv * xd,
-                            );
-                            let marg = kl_beta_ref(
-                                eta * atv * xh,
-                                eta - eta * atv * xh,
-                                eta * atv * xd,
-                                eta - eta * atv * xd,
-                            );
+                            let cond =
+                                kl_beta_ref(eta * dl * xh, eta - eta * asv * xh, eta * dl * xd, eta - eta * asv * xd);
+                            let marg =
+                                kl_beta_ref(eta * atv * xh, eta - eta * atv * xh, eta * atv * xd, eta - eta * atv * xd);
                             0.99 * cond + 0.01 * marg
                         })
                         .collect(),
@@ -2327,10 +1701,7 @@ pub fn registry() -> Vec<OpInfo> {
                 }
                 Ok(Sample {
                     inputs: vec![r.tensor_signed(&[b, c, h, w], 0.0, 1.0, true, true)?],
-                    params: Params {
-                        i,
-                        ..Default::default()
-                    },
+                    params: Params { i, ..Default::default() },
                     constant: vec![],
                 })
             },
@@ -2377,32 +1748,19 @@ pub fn sample_for(op: &OpInfo, seed: u64) -> std::result::Result<Sample, String>
 }
 
 fn fxhash(s: &str) -> u64 {
-    s.bytes().fold(0xcbf29ce484222325u64, |h, b| {
-        (h ^ b as u64).wrapping_mul(0x100000001b3)
-    })
+    s.bytes().fold(0xcbf29ce484222325u64, |h, b| (h ^ b as u64).wrapping_mul(0x100000001b3))
 }
 
 /// The naive f64 reference of `op` on a sample.
 pub fn reference_for(op: &OpInfo, s: &Sample) -> std::result::Result<Nd, String> {
-    let nds: Vec<Nd> = s
-        .inputs
-        .iter()
-        .map(Nd::from_tensor)
-        .collect::<Result<_>>()
-        .map_err(|e| e.to_string())?;
+    let nds: Vec<Nd> = s.inputs.iter().map(Nd::from_tensor).collect::<Result<_>>().map_err(|e| e.to_string())?;
     Ok((op.reference)(&nds, &s.params))
 }
 
 fn to_dtype(s: &Sample, dt: DType) -> std::result::Result<Vec<Tensor>, String> {
     s.inputs
         .iter()
-        .map(|t| {
-            if t.dtype().is_float() {
-                t.cast(dt).map_err(|e| e.to_string())
-            } else {
-                Ok(t.clone())
-            }
-        })
+        .map(|t| if t.dtype().is_float() { t.cast(dt).map_err(|e| e.to_string()) } else { Ok(t.clone()) })
         .collect()
 }
 
@@ -2414,26 +1772,14 @@ pub fn check_forward(op: &OpInfo, seed: u64, dt: DType) -> std::result::Result<(
     let rounded = Sample {
         inputs: inputs
             .iter()
-            .map(|t| {
-                if t.dtype().is_float() {
-                    t.cast(DType::F64).map_err(|e| e.to_string())
-                } else {
-                    Ok(t.clone())
-                }
-            })
+            .map(|t| if t.dtype().is_float() { t.cast(DType::F64).map_err(|e| e.to_string()) } else { Ok(t.clone()) })
             .collect::<std::result::Result<_, String>>()?,
         ..s.clone()
     };
     let want = reference_for(op, &rounded)?;
-    let got = (op.forward)(&inputs, &s.params)
-        .map_err(|e| format!("{} ({dt}): forward failed: {e}", op.name))?;
+    let got = (op.forward)(&inputs, &s.params).map_err(|e| format!("{} ({dt}): forward failed: {e}", op.name))?;
     if got.shape() != want.shape.as_slice() {
-        return Err(format!(
-            "{} ({dt}): shape {:?}, reference {:?}",
-            op.name,
-            got.shape(),
-            want.shape
-        ));
+        return Err(format!("{} ({dt}): shape {:?}, reference {:?}", op.name, got.shape(), want.shape));
     }
     let (atol, rtol) = match dt {
         DType::F64 => (1e-10, 1e-9),
@@ -2445,10 +1791,7 @@ pub fn check_forward(op: &OpInfo, seed: u64, dt: DType) -> std::result::Result<(
         format!(
             "{} ({dt}, seed {seed}): {m}; inputs {:?}",
             op.name,
-            s.inputs
-                .iter()
-                .map(|t| t.shape().to_vec())
-                .collect::<Vec<_>>()
+            s.inputs.iter().map(|t| t.shape().to_vec()).collect::<Vec<_>>()
         )
     })
 }
@@ -2458,22 +1801,15 @@ pub fn check_grad(op: &OpInfo, seed: u64) -> std::result::Result<(), String> {
     let s = sample_for(op, seed)?;
     let params = s.params.clone();
     let f = op.forward;
-    let opts = GradcheckOptions {
-        constant_inputs: s.constant.clone(),
-        ..Default::default()
-    };
-    let rep =
-        gradcheck(|t| f(t, &params), &s.inputs, &opts).map_err(|e| format!("{}: {e}", op.name))?;
+    let opts = GradcheckOptions { constant_inputs: s.constant.clone(), ..Default::default() };
+    let rep = gradcheck(|t| f(t, &params), &s.inputs, &opts).map_err(|e| format!("{}: {e}", op.name))?;
     if rep.passed() {
         Ok(())
     } else {
         Err(format!(
             "{} (seed {seed}): {rep}; inputs {:?}",
             op.name,
-            s.inputs
-                .iter()
-                .map(|t| t.shape().to_vec())
-                .collect::<Vec<_>>()
+            s.inputs.iter().map(|t| t.shape().to_vec()).collect::<Vec<_>>()
         ))
     }
 }
@@ -2496,30 +1832,14 @@ pub fn check_composite(op: &OpInfo, seed: u64) -> std::result::Result<(), String
             l
         })
         .collect();
-    let diff: Vec<Tensor> = leaves
-        .iter()
-        .filter(|t| t.requires_grad())
-        .cloned()
-        .collect();
+    let diff: Vec<Tensor> = leaves.iter().filter(|t| t.requires_grad()).cloned().collect();
     let a = (op.forward)(&leaves, &s.params).map_err(|e| e.to_string())?;
     let b = comp(&leaves, &s.params).map_err(|e| e.to_string())?;
-    compare(
-        &a.to_vec_f64().map_err(|e| e.to_string())?,
-        &b.to_vec_f64().map_err(|e| e.to_string())?,
-        1e-10,
-        1e-9,
-    )
-    .map_err(|m| format!("{} fused vs composite: {m}", op.name))?;
-    let w = Tensor::randn(a.shape(), DType::F64, &crate::Generator::new(seed))
-        .map_err(|e| e.to_string())?;
-    let la = a
-        .mul(&w)
-        .and_then(|t| t.sum_all())
-        .map_err(|e| e.to_string())?;
-    let lb = b
-        .mul(&w)
-        .and_then(|t| t.sum_all())
-        .map_err(|e| e.to_string())?;
+    compare(&a.to_vec_f64().map_err(|e| e.to_string())?, &b.to_vec_f64().map_err(|e| e.to_string())?, 1e-10, 1e-9)
+        .map_err(|m| format!("{} fused vs composite: {m}", op.name))?;
+    let w = Tensor::randn(a.shape(), DType::F64, &crate::Generator::new(seed)).map_err(|e| e.to_string())?;
+    let la = a.mul(&w).and_then(|t| t.sum_all()).map_err(|e| e.to_string())?;
+    let lb = b.mul(&w).and_then(|t| t.sum_all()).map_err(|e| e.to_string())?;
     let ga = grad(&[la], &diff, None, false, false).map_err(|e| e.to_string())?;
     let gb = grad(&[lb], &diff, None, false, false).map_err(|e| e.to_string())?;
     for (x, y) in ga.iter().zip(&gb) {
@@ -2531,12 +1851,8 @@ pub fn check_composite(op: &OpInfo, seed: u64) -> std::result::Result<(), String
                 y.is_some()
             ));
         };
-        let (x, y) = (
-            x.to_vec_f64().map_err(|e| e.to_string())?,
-            y.to_vec_f64().map_err(|e| e.to_string())?,
-        );
-        compare(&x, &y, 1e-9, 1e-8)
-            .map_err(|m| format!("{} fused vs composite gradient: {m}", op.name))?;
+        let (x, y) = (x.to_vec_f64().map_err(|e| e.to_string())?, y.to_vec_f64().map_err(|e| e.to_string())?);
+        compare(&x, &y, 1e-9, 1e-8).map_err(|m| format!("{} fused vs composite gradient: {m}", op.name))?;
     }
     Ok(())
 }

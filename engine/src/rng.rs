@@ -14,24 +14,15 @@ pub struct Generator {
 
 impl Generator {
     pub fn new(seed: u64) -> Self {
-        Generator {
-            seed: AtomicU64::new(seed),
-            offset: AtomicU64::new(0),
-        }
+        Generator { seed: AtomicU64::new(seed), offset: AtomicU64::new(0) }
     }
     /// Restores a state saved by [`Generator::state`].
     pub fn from_state(seed: u64, offset: u64) -> Self {
-        Generator {
-            seed: AtomicU64::new(seed),
-            offset: AtomicU64::new(offset),
-        }
+        Generator { seed: AtomicU64::new(seed), offset: AtomicU64::new(offset) }
     }
     /// (seed, offset) to save in a checkpoint.
     pub fn state(&self) -> (u64, u64) {
-        (
-            self.seed.load(Ordering::SeqCst),
-            self.offset.load(Ordering::SeqCst),
-        )
+        (self.seed.load(Ordering::SeqCst), self.offset.load(Ordering::SeqCst))
     }
     pub fn manual_seed(&self, seed: u64) {
         self.seed.store(seed, Ordering::SeqCst);

@@ -86,12 +86,7 @@ pub struct RawTensor {
 impl RawTensor {
     /// Bundles the four fields (no validation; [`save`] validates).
     pub fn new(name: impl Into<String>, dtype: DType, shape: Vec<usize>, data: Vec<u8>) -> Self {
-        RawTensor {
-            name: name.into(),
-            dtype,
-            shape,
-            data,
-        }
+        RawTensor { name: name.into(), dtype, shape, data }
     }
 }
 
@@ -153,17 +148,11 @@ pub enum IoError {
     },
     /// The bytes are not a valid safetensors file; `path` is `None` for [`load_bytes`].
     #[error("invalid safetensors {}: {problem}", Location(.path.as_deref()))]
-    Malformed {
-        path: Option<PathBuf>,
-        problem: Malformed,
-    },
+    Malformed { path: Option<PathBuf>, problem: Malformed },
     /// The tensors given to [`save`] / [`save_to_bytes`] cannot be written; `path` is the
     /// target file (`None` for [`save_to_bytes`]). Nothing was written.
     #[error("cannot save safetensors {}: {problem}", Location(.path.as_deref()))]
-    InvalidInput {
-        path: Option<PathBuf>,
-        problem: InvalidInput,
-    },
+    InvalidInput { path: Option<PathBuf>, problem: InvalidInput },
 }
 
 impl IoError {
@@ -231,47 +220,23 @@ pub enum Malformed {
     #[error("tensor `{tensor}`: missing field `{field}`")]
     MissingField { tensor: String, field: &'static str },
     #[error("tensor `{tensor}`: field `{field}` must be {expected}")]
-    WrongFieldType {
-        tensor: String,
-        field: &'static str,
-        expected: &'static str,
-    },
-    #[error("tensor `{tensor}`: dtype `{dtype}` is not supported (scorch reads F32, F64, BF16, F16, I64, I32, U8, BOOL)")]
+    WrongFieldType { tensor: String, field: &'static str, expected: &'static str },
+    #[error(
+        "tensor `{tensor}`: dtype `{dtype}` is not supported (scorch reads F32, F64, BF16, F16, I64, I32, U8, BOOL)"
+    )]
     UnsupportedDtype { tensor: String, dtype: String },
     #[error("tensor `{tensor}`: shape {shape:?} of {dtype} elements has a byte size that overflows usize")]
-    ShapeOverflow {
-        tensor: String,
-        shape: Vec<u64>,
-        dtype: DType,
-    },
+    ShapeOverflow { tensor: String, shape: Vec<u64>, dtype: DType },
     #[error("tensor `{tensor}`: data_offsets [{begin}, {end}] has begin > end")]
-    OffsetsReversed {
-        tensor: String,
-        begin: u64,
-        end: u64,
-    },
+    OffsetsReversed { tensor: String, begin: u64, end: u64 },
     #[error("tensor `{tensor}`: data_offsets [{begin}, {end}] run past the end of the {data_len}-byte data section")]
-    OffsetsOutOfRange {
-        tensor: String,
-        begin: u64,
-        end: u64,
-        data_len: u64,
-    },
+    OffsetsOutOfRange { tensor: String, begin: u64, end: u64, data_len: u64 },
     #[error("tensor `{tensor}`: dtype {dtype} and shape {shape:?} need {expected} bytes, but data_offsets [{begin}, {end}] span {}", .end - .begin)]
-    ByteLengthMismatch {
-        tensor: String,
-        dtype: DType,
-        shape: Vec<usize>,
-        expected: u64,
-        begin: u64,
-        end: u64,
-    },
-    #[error("tensors `{first}` and `{second}` overlap in the data section (`{second}` starts at {at}, inside `{first}`)")]
-    Overlap {
-        first: String,
-        second: String,
-        at: u64,
-    },
+    ByteLengthMismatch { tensor: String, dtype: DType, shape: Vec<usize>, expected: u64, begin: u64, end: u64 },
+    #[error(
+        "tensors `{first}` and `{second}` overlap in the data section (`{second}` starts at {at}, inside `{first}`)"
+    )]
+    Overlap { first: String, second: String, at: u64 },
     #[error("{len} unused bytes at data offset {at}, before tensor `{tensor}`")]
     Gap { tensor: String, at: u64, len: u64 },
     #[error("{} unused bytes at the end: the tensors cover {covered} of the {data_len}-byte data section", .data_len - .covered)]
@@ -282,21 +247,9 @@ pub enum Malformed {
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 pub enum InvalidInput {
     #[error("tensor `{name}`: dtype {dtype} and shape {shape:?} need {expected} bytes, but the data has {actual}")]
-    ByteLength {
-        name: String,
-        dtype: DType,
-        shape: Vec<usize>,
-        expected: usize,
-        actual: usize,
-    },
-    #[error(
-        "tensor `{name}`: shape {shape:?} of {dtype} elements has a byte size that overflows usize"
-    )]
-    ShapeOverflow {
-        name: String,
-        shape: Vec<usize>,
-        dtype: DType,
-    },
+    ByteLength { name: String, dtype: DType, shape: Vec<usize>, expected: usize, actual: usize },
+    #[error("tensor `{name}`: shape {shape:?} of {dtype} elements has a byte size that overflows usize")]
+    ShapeOverflow { name: String, shape: Vec<usize>, dtype: DType },
     #[error("tensor name `{name}` appears more than once")]
     DuplicateName { name: String },
     #[error("`{name}` is reserved for the metadata and cannot name a tensor")]
@@ -339,27 +292,15 @@ fn checked_byte_len(dims: &[u64], dtype: DType) -> Option<u64> {
 ///
 /// Errors: [`IoError::InvalidInput`] (wrong byte length, shape overflow, duplicate or
 /// reserved name — checked before anything is written), [`IoError::Io`].
-pub fn save(
-    path: &Path,
-    tensors: &[RawTensor],
-    metadata: Option<&BTreeMap<String, String>>,
-) -> Result<(), IoError> {
-    let plan = Plan::new(tensors, metadata).map_err(|problem| IoError::InvalidInput {
-        path: Some(path.to_path_buf()),
-        problem,
-    })?;
+pub fn save(path: &Path, tensors: &[RawTensor], metadata: Option<&BTreeMap<String, String>>) -> Result<(), IoError> {
+    let plan = Plan::new(tensors, metadata)
+        .map_err(|problem| IoError::InvalidInput { path: Some(path.to_path_buf()), problem })?;
     write_atomically(path, |w| plan.write_to(w))
 }
 
 /// The bytes [`save`] would write, in memory.
-pub fn save_to_bytes(
-    tensors: &[RawTensor],
-    metadata: Option<&BTreeMap<String, String>>,
-) -> Result<Vec<u8>, IoError> {
-    let plan = Plan::new(tensors, metadata).map_err(|problem| IoError::InvalidInput {
-        path: None,
-        problem,
-    })?;
+pub fn save_to_bytes(tensors: &[RawTensor], metadata: Option<&BTreeMap<String, String>>) -> Result<Vec<u8>, IoError> {
+    let plan = Plan::new(tensors, metadata).map_err(|problem| IoError::InvalidInput { path: None, problem })?;
     let mut out = Vec::with_capacity(8 + plan.header.len() + plan.data_len);
     // Writing into a Vec cannot fail.
     let _ = plan.write_to(&mut out);
@@ -374,29 +315,21 @@ struct Plan<'a> {
 }
 
 impl<'a> Plan<'a> {
-    fn new(
-        tensors: &'a [RawTensor],
-        metadata: Option<&BTreeMap<String, String>>,
-    ) -> Result<Self, InvalidInput> {
+    fn new(tensors: &'a [RawTensor], metadata: Option<&BTreeMap<String, String>>) -> Result<Self, InvalidInput> {
         let mut seen = HashSet::with_capacity(tensors.len());
         for t in tensors {
             if t.name == METADATA_KEY {
-                return Err(InvalidInput::ReservedName {
-                    name: t.name.clone(),
-                });
+                return Err(InvalidInput::ReservedName { name: t.name.clone() });
             }
             if !seen.insert(t.name.as_str()) {
-                return Err(InvalidInput::DuplicateName {
-                    name: t.name.clone(),
-                });
+                return Err(InvalidInput::DuplicateName { name: t.name.clone() });
             }
             let dims: Vec<u64> = t.shape.iter().map(|&d| d as u64).collect();
-            let expected =
-                checked_byte_len(&dims, t.dtype).ok_or_else(|| InvalidInput::ShapeOverflow {
-                    name: t.name.clone(),
-                    shape: t.shape.clone(),
-                    dtype: t.dtype,
-                })?;
+            let expected = checked_byte_len(&dims, t.dtype).ok_or_else(|| InvalidInput::ShapeOverflow {
+                name: t.name.clone(),
+                shape: t.shape.clone(),
+                dtype: t.dtype,
+            })?;
             // `checked_byte_len` guarantees the size fits in usize.
             let expected = expected as usize;
             if t.data.len() != expected {
@@ -411,11 +344,7 @@ impl<'a> Plan<'a> {
         }
 
         let mut order: Vec<&RawTensor> = tensors.iter().collect();
-        order.sort_by(|a, b| {
-            writer_rank(b.dtype)
-                .cmp(&writer_rank(a.dtype))
-                .then_with(|| a.name.cmp(&b.name))
-        });
+        order.sort_by(|a, b| writer_rank(b.dtype).cmp(&writer_rank(a.dtype)).then_with(|| a.name.cmp(&b.name)));
 
         let mut header = String::from("{");
         let mut first = true;
@@ -458,11 +387,7 @@ impl<'a> Plan<'a> {
         while header.len() % 8 != 0 {
             header.push(' ');
         }
-        Ok(Plan {
-            header: header.into_bytes(),
-            order,
-            data_len: offset,
-        })
+        Ok(Plan { header: header.into_bytes(), order, data_len: offset })
     }
 
     fn write_to(&self, w: &mut dyn Write) -> io::Result<()> {
@@ -487,17 +412,10 @@ static TEMP_COUNTER: AtomicU64 = AtomicU64::new(0);
 /// Writes a file via a uniquely named temporary file in the same directory: write,
 /// fsync, rename over `path`, then (best effort, Unix) fsync the directory so the rename
 /// itself is durable. The temporary file is removed on failure.
-fn write_atomically(
-    path: &Path,
-    write: impl FnOnce(&mut dyn Write) -> io::Result<()>,
-) -> Result<(), IoError> {
+fn write_atomically(path: &Path, write: impl FnOnce(&mut dyn Write) -> io::Result<()>) -> Result<(), IoError> {
     let io_err = |op: &'static str, p: &Path| {
         let p = p.to_path_buf();
-        move |source| IoError::Io {
-            op,
-            path: p,
-            source,
-        }
+        move |source| IoError::Io { op, path: p, source }
     };
     let file_name = path.file_name().ok_or_else(|| IoError::Io {
         op: "save to",
@@ -510,26 +428,15 @@ fn write_atomically(
     };
 
     // Create the temporary file, retrying on the (unlikely) name collision.
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.subsec_nanos())
-        .unwrap_or(0);
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
     let mut attempt = 0;
     let (tmp_path, file) = loop {
         let mut name = std::ffi::OsString::from(".");
         name.push(file_name);
-        name.push(format!(
-            ".{}.{}.{}.tmp",
-            std::process::id(),
-            TEMP_COUNTER.fetch_add(1, Ordering::Relaxed),
-            nanos
-        ));
+        name.push(format!(".{}.{}.{}.tmp", std::process::id(), TEMP_COUNTER.fetch_add(1, Ordering::Relaxed), nanos));
         let tmp_path = dir.join(name);
-        match OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&tmp_path)
-        {
+        match OpenOptions::new().write(true).create_new(true).open(&tmp_path) {
             Ok(file) => break (tmp_path, file),
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists && attempt < 100 => attempt += 1,
             Err(e) => return Err(io_err("create a temporary file in", dir)(e)),
@@ -538,9 +445,7 @@ fn write_atomically(
 
     let written = (|| -> Result<(), IoError> {
         let mut w = BufWriter::new(&file);
-        write(&mut w)
-            .and_then(|()| w.flush())
-            .map_err(io_err("write", &tmp_path))?;
+        write(&mut w).and_then(|()| w.flush()).map_err(io_err("write", &tmp_path))?;
         drop(w);
         file.sync_all().map_err(io_err("fsync", &tmp_path))?;
         drop(file);
@@ -572,13 +477,7 @@ pub fn load(path: &Path) -> Result<Vec<RawTensor>, IoError> {
 /// The file is memory-mapped and validated by [`load_bytes_with_metadata`], which copies
 /// each tensor's bytes out; the map is dropped before returning. Errors name `path`.
 pub fn load_with_metadata(path: &Path) -> Result<(Vec<RawTensor>, Option<Metadata>), IoError> {
-    let io_err = |op: &'static str| {
-        move |source| IoError::Io {
-            op,
-            path: path.to_path_buf(),
-            source,
-        }
-    };
+    let io_err = |op: &'static str| move |source| IoError::Io { op, path: path.to_path_buf(), source };
     let file = File::open(path).map_err(io_err("open"))?;
     // SAFETY: the mapping is only sound while no one modifies or truncates the file. We
     // never write to a file in place (`save` writes a new file and renames it over the
@@ -590,10 +489,7 @@ pub fn load_with_metadata(path: &Path) -> Result<(Vec<RawTensor>, Option<Metadat
     let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io_err("memory-map"))?;
     let parsed = parse(&map);
     drop(map);
-    parsed.map_err(|problem| IoError::Malformed {
-        path: Some(path.to_path_buf()),
-        problem,
-    })
+    parsed.map_err(|problem| IoError::Malformed { path: Some(path.to_path_buf()), problem })
 }
 
 /// Parses and validates a whole safetensors file held in memory; tensors sorted by name.
@@ -605,13 +501,8 @@ pub fn load_bytes(bytes: &[u8]) -> Result<Vec<RawTensor>, IoError> {
 ///
 /// Every byte sequence gives `Ok` or an [`IoError::Malformed`] describing the first
 /// problem found; see [`Malformed`] for the cases.
-pub fn load_bytes_with_metadata(
-    bytes: &[u8],
-) -> Result<(Vec<RawTensor>, Option<Metadata>), IoError> {
-    parse(bytes).map_err(|problem| IoError::Malformed {
-        path: None,
-        problem,
-    })
+pub fn load_bytes_with_metadata(bytes: &[u8]) -> Result<(Vec<RawTensor>, Option<Metadata>), IoError> {
+    parse(bytes).map_err(|problem| IoError::Malformed { path: None, problem })
 }
 
 /// A tensor entry of the header, validated on its own (not yet against the others).
@@ -634,16 +525,11 @@ fn parse(bytes: &[u8]) -> Result<Parsed, Malformed> {
         return Err(Malformed::HeaderTooLarge { header_len });
     }
     if header_len > rest.len() as u64 {
-        return Err(Malformed::HeaderPastEnd {
-            header_len,
-            available: rest.len(),
-        });
+        return Err(Malformed::HeaderPastEnd { header_len, available: rest.len() });
     }
     // In range: header_len <= rest.len().
     let (header, data) = rest.split_at(header_len as usize);
-    let header = std::str::from_utf8(header).map_err(|e| Malformed::HeaderNotUtf8 {
-        valid_up_to: e.valid_up_to(),
-    })?;
+    let header = std::str::from_utf8(header).map_err(|e| Malformed::HeaderNotUtf8 { valid_up_to: e.valid_up_to() })?;
     let entries = parse_header_json(header)?;
 
     let mut metadata = None;
@@ -664,11 +550,7 @@ fn parse(bytes: &[u8]) -> Result<Parsed, Malformed> {
     let mut last_nonempty: Option<&str> = None;
     for t in &tensors {
         if t.begin > cursor {
-            return Err(Malformed::Gap {
-                tensor: t.name.clone(),
-                at: cursor,
-                len: t.begin - cursor,
-            });
+            return Err(Malformed::Gap { tensor: t.name.clone(), at: cursor, len: t.begin - cursor });
         }
         if t.begin < cursor {
             return Err(Malformed::Overlap {
@@ -684,10 +566,7 @@ fn parse(bytes: &[u8]) -> Result<Parsed, Malformed> {
         }
     }
     if cursor != data_len {
-        return Err(Malformed::TrailingBytes {
-            covered: cursor,
-            data_len,
-        });
+        return Err(Malformed::TrailingBytes { covered: cursor, data_len });
     }
 
     let mut out: Vec<RawTensor> = tensors
@@ -707,13 +586,9 @@ fn parse(bytes: &[u8]) -> Result<Parsed, Malformed> {
 /// Parses the header into its top-level object, rejecting repeated keys in any of its
 /// objects (serde_json's `Map` would silently keep only the last of them).
 fn parse_header_json(header: &str) -> Result<Map<String, Value>, Malformed> {
-    let value: Value = serde_json::from_str(header).map_err(|e| Malformed::HeaderNotJson {
-        message: e.to_string(),
-    })?;
+    let value: Value = serde_json::from_str(header).map_err(|e| Malformed::HeaderNotJson { message: e.to_string() })?;
     let Value::Object(map) = value else {
-        return Err(Malformed::HeaderNotObject {
-            found: json_kind(&value),
-        });
+        return Err(Malformed::HeaderNotObject { found: json_kind(&value) });
     };
     if let Some(name) = find_duplicate_key(header) {
         return Err(Malformed::DuplicateKey { name });
@@ -761,11 +636,7 @@ fn find_duplicate_key(json: &str) -> Option<String> {
                     }
                 }
             }
-            c @ (b'{' | b'[') => open.push(Open {
-                is_object: c == b'{',
-                expect_key: c == b'{',
-                keys: HashSet::new(),
-            }),
+            c @ (b'{' | b'[') => open.push(Open { is_object: c == b'{', expect_key: c == b'{', keys: HashSet::new() }),
             b'}' | b']' => {
                 open.pop();
             }
@@ -811,10 +682,7 @@ fn parse_metadata(value: Value) -> Result<Option<Metadata>, Malformed> {
             }
             other => {
                 return Err(Malformed::BadMetadata {
-                    reason: format!(
-                        "value for `{k}` is {}, expected a string",
-                        json_kind(&other)
-                    ),
+                    reason: format!("value for `{k}` is {}, expected a string", json_kind(&other)),
                 })
             }
         }
@@ -825,32 +693,19 @@ fn parse_metadata(value: Value) -> Result<Option<Metadata>, Malformed> {
 fn parse_entry(name: String, value: Value, data_len: u64) -> Result<Entry, Malformed> {
     let obj: Map<String, Value> = match value {
         Value::Object(obj) => obj,
-        other => {
-            return Err(Malformed::EntryNotObject {
-                tensor: name,
-                found: json_kind(&other),
-            })
-        }
+        other => return Err(Malformed::EntryNotObject { tensor: name, found: json_kind(&other) }),
     };
-    let field = |field: &'static str| {
-        obj.get(field).ok_or_else(|| Malformed::MissingField {
-            tensor: name.clone(),
-            field,
-        })
-    };
+    let field =
+        |field: &'static str| obj.get(field).ok_or_else(|| Malformed::MissingField { tensor: name.clone(), field });
     let wrong = |field: &'static str, expected: &'static str| Malformed::WrongFieldType {
         tensor: name.clone(),
         field,
         expected,
     };
 
-    let dtype_name = field("dtype")?
-        .as_str()
-        .ok_or_else(|| wrong("dtype", "a string"))?;
-    let dtype = dtype_from_safetensors(dtype_name).ok_or_else(|| Malformed::UnsupportedDtype {
-        tensor: name.clone(),
-        dtype: dtype_name.to_owned(),
-    })?;
+    let dtype_name = field("dtype")?.as_str().ok_or_else(|| wrong("dtype", "a string"))?;
+    let dtype = dtype_from_safetensors(dtype_name)
+        .ok_or_else(|| Malformed::UnsupportedDtype { tensor: name.clone(), dtype: dtype_name.to_owned() })?;
 
     const SHAPE_TYPE: &str = "an array of non-negative integers";
     let dims: Vec<u64> = field("shape")?
@@ -870,56 +725,24 @@ fn parse_entry(name: String, value: Value, data_len: u64) -> Result<Entry, Malfo
     };
 
     let Some(expected) = checked_byte_len(&dims, dtype) else {
-        return Err(Malformed::ShapeOverflow {
-            tensor: name,
-            shape: dims,
-            dtype,
-        });
+        return Err(Malformed::ShapeOverflow { tensor: name, shape: dims, dtype });
     };
     // Every non-zero dimension divides the checked byte span, which fits in usize, so each
     // dimension fits too; the conversion cannot fail, but stay total anyway.
     let shape: Vec<usize> = match dims.iter().map(|&d| usize::try_from(d)).collect() {
         Ok(shape) => shape,
-        Err(_) => {
-            return Err(Malformed::ShapeOverflow {
-                tensor: name,
-                shape: dims,
-                dtype,
-            })
-        }
+        Err(_) => return Err(Malformed::ShapeOverflow { tensor: name, shape: dims, dtype }),
     };
     if begin > end {
-        return Err(Malformed::OffsetsReversed {
-            tensor: name,
-            begin,
-            end,
-        });
+        return Err(Malformed::OffsetsReversed { tensor: name, begin, end });
     }
     if end > data_len {
-        return Err(Malformed::OffsetsOutOfRange {
-            tensor: name,
-            begin,
-            end,
-            data_len,
-        });
+        return Err(Malformed::OffsetsOutOfRange { tensor: name, begin, end, data_len });
     }
     if end - begin != expected {
-        return Err(Malformed::ByteLengthMismatch {
-            tensor: name,
-            dtype,
-            shape,
-            expected,
-            begin,
-            end,
-        });
+        return Err(Malformed::ByteLengthMismatch { tensor: name, dtype, shape, expected, begin, end });
     }
-    Ok(Entry {
-        name,
-        dtype,
-        shape,
-        begin,
-        end,
-    })
+    Ok(Entry { name, dtype, shape, begin, end })
 }
 
 #[cfg(test)]
@@ -966,10 +789,7 @@ mod tests {
     fn malformed(bytes: &[u8]) -> Malformed {
         match load_bytes(bytes) {
             Ok(t) => panic!("expected an error, loaded {t:?}"),
-            Err(e) => e
-                .malformed()
-                .unwrap_or_else(|| panic!("expected Malformed, got {e}"))
-                .clone(),
+            Err(e) => e.malformed().unwrap_or_else(|| panic!("expected Malformed, got {e}")).clone(),
         }
     }
 
@@ -1072,15 +892,7 @@ mod tests {
 
         let tensors = vec![
             RawTensor::new("valid", DType::Bool, vec![3], vec![1, 0, 1]),
-            RawTensor::new(
-                "bias",
-                DType::F32,
-                vec![2],
-                [0.5f32, -1.0]
-                    .iter()
-                    .flat_map(|v| v.to_le_bytes())
-                    .collect(),
-            ),
+            RawTensor::new("bias", DType::F32, vec![2], [0.5f32, -1.0].iter().flat_map(|v| v.to_le_bytes()).collect()),
             RawTensor::new("empty", DType::F16, vec![0, 4], vec![]),
             RawTensor::new("step", DType::I64, vec![], 42i64.to_le_bytes().to_vec()),
         ];
@@ -1123,56 +935,29 @@ mod tests {
         const FIXTURE: &[u8] = include_bytes!("../tests/fixtures/python_written.safetensors");
         let (tensors, meta) = load_bytes_with_metadata(FIXTURE).unwrap();
         let meta = meta.unwrap();
-        assert_eq!(
-            meta,
-            BTreeMap::from([("format".to_string(), "np".to_string())])
-        );
+        assert_eq!(meta, BTreeMap::from([("format".to_string(), "np".to_string())]));
         let names: Vec<&str> = tensors.iter().map(|t| t.name.as_str()).collect();
-        assert_eq!(
-            names,
-            ["bool", "empty", "f16", "f32", "f64", "i32", "i64", "u8"]
-        );
+        assert_eq!(names, ["bool", "empty", "f16", "f32", "f64", "i32", "i64", "u8"]);
         let get = |n: &str| tensors.iter().find(|t| t.name == n).unwrap();
 
-        let f32s: Vec<f32> = get("f32")
-            .data
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-            .collect();
+        let f32s: Vec<f32> =
+            get("f32").data.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
         assert_eq!(get("f32").shape, [2, 3]);
         assert_eq!(f32s, [1.5, -2.0, 3.25, 0.0, -0.0, 1e-3]);
-        let f64s: Vec<f64> = get("f64")
-            .data
-            .chunks_exact(8)
-            .map(|c| f64::from_le_bytes(c.try_into().unwrap()))
-            .collect();
+        let f64s: Vec<f64> =
+            get("f64").data.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect();
         assert_eq!(f64s, [std::f64::consts::PI, -std::f64::consts::E]);
-        let f16s: Vec<f32> = get("f16")
-            .data
-            .chunks_exact(2)
-            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect();
+        let f16s: Vec<f32> =
+            get("f16").data.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect();
         assert_eq!(f16s, [1.0, -0.5, 65504.0]);
         assert_eq!(get("i64").shape, Vec::<usize>::new());
         assert_eq!(get("i64").data, (-1234567890123i64).to_le_bytes());
-        let i32s: Vec<i32> = get("i32")
-            .data
-            .chunks_exact(4)
-            .map(|c| i32::from_le_bytes(c.try_into().unwrap()))
-            .collect();
-        assert_eq!(
-            (get("i32").shape.clone(), i32s),
-            (vec![2, 3], vec![-3, -2, -1, 0, 1, 2])
-        );
+        let i32s: Vec<i32> =
+            get("i32").data.chunks_exact(4).map(|c| i32::from_le_bytes(c.try_into().unwrap())).collect();
+        assert_eq!((get("i32").shape.clone(), i32s), (vec![2, 3], vec![-3, -2, -1, 0, 1, 2]));
         assert_eq!(get("u8").data, [0, 7, 255]);
-        assert_eq!(
-            (get("bool").dtype, get("bool").data.clone()),
-            (DType::Bool, vec![1, 0, 1, 1])
-        );
-        assert_eq!(
-            (get("empty").shape.clone(), get("empty").data.len()),
-            (vec![0, 5], 0)
-        );
+        assert_eq!((get("bool").dtype, get("bool").data.clone()), (DType::Bool, vec![1, 0, 1, 1]));
+        assert_eq!((get("empty").shape.clone(), get("empty").data.len()), (vec![0, 5], 0));
 
         // Our writer reproduces Python's file byte for byte.
         assert_eq!(save_to_bytes(&tensors, Some(&meta)).unwrap(), FIXTURE);
@@ -1189,28 +974,14 @@ mod tests {
         }
         let mut f = file(ONE, &[0; 8]);
         f[..8].copy_from_slice(&u64::MAX.to_le_bytes());
-        assert_eq!(
-            malformed(&f),
-            Malformed::HeaderTooLarge {
-                header_len: u64::MAX
-            }
-        );
+        assert_eq!(malformed(&f), Malformed::HeaderTooLarge { header_len: u64::MAX });
         f[..8].copy_from_slice(&(MAX_HEADER_LEN + 1).to_le_bytes());
         assert!(matches!(malformed(&f), Malformed::HeaderTooLarge { .. }));
         let avail = f.len() - 8;
         f[..8].copy_from_slice(&(avail as u64 + 1).to_le_bytes());
-        assert_eq!(
-            malformed(&f),
-            Malformed::HeaderPastEnd {
-                header_len: avail as u64 + 1,
-                available: avail
-            }
-        );
+        assert_eq!(malformed(&f), Malformed::HeaderPastEnd { header_len: avail as u64 + 1, available: avail });
         // Header length 0: the empty string is not JSON.
-        assert!(matches!(
-            malformed(&[0; 8]),
-            Malformed::HeaderNotJson { .. }
-        ));
+        assert!(matches!(malformed(&[0; 8]), Malformed::HeaderNotJson { .. }));
     }
 
     #[test]
@@ -1218,89 +989,44 @@ mod tests {
         let mut f = file(ONE, &[0; 8]);
         f[10] = 0xFF;
         assert_eq!(malformed(&f), Malformed::HeaderNotUtf8 { valid_up_to: 2 });
-        assert!(matches!(
-            malformed(&file(r#"{"a":"#, &[])),
-            Malformed::HeaderNotJson { .. }
-        ));
-        assert!(matches!(
-            malformed(&file(r#"{} x"#, &[])),
-            Malformed::HeaderNotJson { .. }
-        ));
-        assert!(matches!(
-            malformed(&file("\0\0\0\0\0\0\0\0", &[])),
-            Malformed::HeaderNotJson { .. }
-        ));
-        for (h, found) in [
-            ("[]", "an array"),
-            ("3", "a number"),
-            ("\"s\"", "a string"),
-            ("null", "null"),
-            ("true", "a boolean"),
-        ] {
-            assert_eq!(
-                malformed(&file(h, &[])),
-                Malformed::HeaderNotObject { found },
-                "{h}"
-            );
+        assert!(matches!(malformed(&file(r#"{"a":"#, &[])), Malformed::HeaderNotJson { .. }));
+        assert!(matches!(malformed(&file(r#"{} x"#, &[])), Malformed::HeaderNotJson { .. }));
+        assert!(matches!(malformed(&file("\0\0\0\0\0\0\0\0", &[])), Malformed::HeaderNotJson { .. }));
+        for (h, found) in
+            [("[]", "an array"), ("3", "a number"), ("\"s\"", "a string"), ("null", "null"), ("true", "a boolean")]
+        {
+            assert_eq!(malformed(&file(h, &[])), Malformed::HeaderNotObject { found }, "{h}");
         }
         // Deep nesting is refused by serde_json's recursion limit, not a stack overflow.
         let deep = format!(r#"{{"a":{}{}}}"#, "[".repeat(100_000), "]".repeat(100_000));
-        assert!(matches!(
-            malformed(&file(&deep, &[])),
-            Malformed::HeaderNotJson { .. }
-        ));
+        assert!(matches!(malformed(&file(&deep, &[])), Malformed::HeaderNotJson { .. }));
     }
 
     #[test]
     fn rejects_duplicates_and_bad_metadata() {
         let h = r#"{"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},"a":{"dtype":"U8","shape":[1],"data_offsets":[1,2]}}"#;
-        assert_eq!(
-            malformed(&file(h, &[1, 2])),
-            Malformed::DuplicateKey { name: "a".into() }
-        );
+        assert_eq!(malformed(&file(h, &[1, 2])), Malformed::DuplicateKey { name: "a".into() });
         let h = r#"{"__metadata__":{},"__metadata__":{}}"#;
-        assert_eq!(
-            malformed(&file(h, &[])),
-            Malformed::DuplicateKey {
-                name: "__metadata__".into()
-            }
-        );
+        assert_eq!(malformed(&file(h, &[])), Malformed::DuplicateKey { name: "__metadata__".into() });
         // Same key spelled with an escape.
         let h = r#"{"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1]},"\u0061":{"dtype":"U8","shape":[1],"data_offsets":[1,2]}}"#;
-        assert_eq!(
-            malformed(&file(h, &[1, 2])),
-            Malformed::DuplicateKey { name: "a".into() }
-        );
+        assert_eq!(malformed(&file(h, &[1, 2])), Malformed::DuplicateKey { name: "a".into() });
         // Repeated fields inside an entry or the metadata are ambiguous too.
         let h = r#"{"a":{"dtype":"U8","dtype":"I32","shape":[1],"data_offsets":[0,1]}}"#;
-        assert_eq!(
-            malformed(&file(h, &[1])),
-            Malformed::DuplicateKey {
-                name: "dtype".into()
-            }
-        );
+        assert_eq!(malformed(&file(h, &[1])), Malformed::DuplicateKey { name: "dtype".into() });
         let h = r#"{"__metadata__":{"k":"x","k":"y"}}"#;
-        assert_eq!(
-            malformed(&file(h, &[])),
-            Malformed::DuplicateKey { name: "k".into() }
-        );
+        assert_eq!(malformed(&file(h, &[])), Malformed::DuplicateKey { name: "k".into() });
         // Keys and values with quotes, commas and braces inside strings are not repeats.
         let h = r#"{"__metadata__":{"k":"x\",\"k\":{","k2":"[,]"},"x,\"{":{"dtype":"U8","shape":[1],"data_offsets":[0,1],"e":[{"a":1},{"a":2}]}}"#;
         let (t, m) = load_bytes_with_metadata(&file(h, &[5])).unwrap();
-        assert_eq!(
-            (t[0].name.as_str(), m.unwrap()["k"].as_str()),
-            ("x,\"{", "x\",\"k\":{")
-        );
+        assert_eq!((t[0].name.as_str(), m.unwrap()["k"].as_str()), ("x,\"{", "x\",\"k\":{"));
         for h in [
             r#"{"__metadata__":[]}"#,
             r#"{"__metadata__":"x"}"#,
             r#"{"__metadata__":{"k":1}}"#,
             r#"{"__metadata__":{"k":null}}"#,
         ] {
-            assert!(
-                matches!(malformed(&file(h, &[])), Malformed::BadMetadata { .. }),
-                "{h}"
-            );
+            assert!(matches!(malformed(&file(h, &[])), Malformed::BadMetadata { .. }), "{h}");
         }
     }
 
@@ -1308,46 +1034,26 @@ mod tests {
     fn rejects_bad_entries() {
         let t = |tensor: &str| tensor.to_string();
         let cases: Vec<(&str, usize, Malformed)> = vec![
-            (
-                r#"{"a":[]}"#,
-                0,
-                Malformed::EntryNotObject {
-                    tensor: t("a"),
-                    found: "an array",
-                },
-            ),
+            (r#"{"a":[]}"#, 0, Malformed::EntryNotObject { tensor: t("a"), found: "an array" }),
             (
                 r#"{"a":{"shape":[],"data_offsets":[0,4]}}"#,
                 4,
-                Malformed::MissingField {
-                    tensor: t("a"),
-                    field: "dtype",
-                },
+                Malformed::MissingField { tensor: t("a"), field: "dtype" },
             ),
             (
                 r#"{"a":{"dtype":"F32","data_offsets":[0,4]}}"#,
                 4,
-                Malformed::MissingField {
-                    tensor: t("a"),
-                    field: "shape",
-                },
+                Malformed::MissingField { tensor: t("a"), field: "shape" },
             ),
             (
                 r#"{"a":{"dtype":"F32","shape":[]}}"#,
                 4,
-                Malformed::MissingField {
-                    tensor: t("a"),
-                    field: "data_offsets",
-                },
+                Malformed::MissingField { tensor: t("a"), field: "data_offsets" },
             ),
             (
                 r#"{"a":{"dtype":5,"shape":[],"data_offsets":[0,4]}}"#,
                 4,
-                Malformed::WrongFieldType {
-                    tensor: t("a"),
-                    field: "dtype",
-                    expected: "a string",
-                },
+                Malformed::WrongFieldType { tensor: t("a"), field: "dtype", expected: "a string" },
             ),
             (
                 r#"{"a":{"dtype":"F32","shape":{},"data_offsets":[0,4]}}"#,
@@ -1406,66 +1112,38 @@ mod tests {
             (
                 r#"{"a":{"dtype":"I8","shape":[],"data_offsets":[0,1]}}"#,
                 1,
-                Malformed::UnsupportedDtype {
-                    tensor: t("a"),
-                    dtype: t("I8"),
-                },
+                Malformed::UnsupportedDtype { tensor: t("a"), dtype: t("I8") },
             ),
             (
                 r#"{"a":{"dtype":"f32","shape":[],"data_offsets":[0,4]}}"#,
                 4,
-                Malformed::UnsupportedDtype {
-                    tensor: t("a"),
-                    dtype: t("f32"),
-                },
+                Malformed::UnsupportedDtype { tensor: t("a"), dtype: t("f32") },
             ),
             (
                 r#"{"a":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,0]}}"#,
                 0,
-                Malformed::ShapeOverflow {
-                    tensor: t("a"),
-                    shape: vec![1 << 32, 1 << 32],
-                    dtype: DType::F32,
-                },
+                Malformed::ShapeOverflow { tensor: t("a"), shape: vec![1 << 32, 1 << 32], dtype: DType::F32 },
             ),
             // Zero elements, but strides would overflow: rejected too.
             (
                 r#"{"a":{"dtype":"U8","shape":[0,4294967296,4294967296],"data_offsets":[0,0]}}"#,
                 0,
-                Malformed::ShapeOverflow {
-                    tensor: t("a"),
-                    shape: vec![0, 1 << 32, 1 << 32],
-                    dtype: DType::U8,
-                },
+                Malformed::ShapeOverflow { tensor: t("a"), shape: vec![0, 1 << 32, 1 << 32], dtype: DType::U8 },
             ),
             (
                 r#"{"a":{"dtype":"U8","shape":[1],"data_offsets":[2,1]}}"#,
                 2,
-                Malformed::OffsetsReversed {
-                    tensor: t("a"),
-                    begin: 2,
-                    end: 1,
-                },
+                Malformed::OffsetsReversed { tensor: t("a"), begin: 2, end: 1 },
             ),
             (
                 r#"{"a":{"dtype":"U8","shape":[1],"data_offsets":[4,5]}}"#,
                 4,
-                Malformed::OffsetsOutOfRange {
-                    tensor: t("a"),
-                    begin: 4,
-                    end: 5,
-                    data_len: 4,
-                },
+                Malformed::OffsetsOutOfRange { tensor: t("a"), begin: 4, end: 5, data_len: 4 },
             ),
             (
                 r#"{"a":{"dtype":"U8","shape":[1],"data_offsets":[18446744073709551615,18446744073709551615]}}"#,
                 4,
-                Malformed::OffsetsOutOfRange {
-                    tensor: t("a"),
-                    begin: u64::MAX,
-                    end: u64::MAX,
-                    data_len: 4,
-                },
+                Malformed::OffsetsOutOfRange { tensor: t("a"), begin: u64::MAX, end: u64::MAX, data_len: 4 },
             ),
             (
                 r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,4]}}"#,
@@ -1490,119 +1168,48 @@ mod tests {
         let u8s = |spec: &[(&str, u64, u64)]| {
             let body: Vec<String> = spec
                 .iter()
-                .map(|(n, b, e)| {
-                    format!(
-                        r#""{n}":{{"dtype":"U8","shape":[{}],"data_offsets":[{b},{e}]}}"#,
-                        e - b
-                    )
-                })
+                .map(|(n, b, e)| format!(r#""{n}":{{"dtype":"U8","shape":[{}],"data_offsets":[{b},{e}]}}"#, e - b))
                 .collect();
             format!("{{{}}}", body.join(","))
         };
         let overlap = u8s(&[("a", 0, 4), ("b", 2, 6)]);
         assert_eq!(
             malformed(&file(&overlap, &[0; 6])),
-            Malformed::Overlap {
-                first: "a".into(),
-                second: "b".into(),
-                at: 2
-            }
+            Malformed::Overlap { first: "a".into(), second: "b".into(), at: 2 }
         );
         let same = u8s(&[("a", 0, 4), ("b", 0, 4)]);
-        assert!(matches!(
-            malformed(&file(&same, &[0; 4])),
-            Malformed::Overlap { .. }
-        ));
+        assert!(matches!(malformed(&file(&same, &[0; 4])), Malformed::Overlap { .. }));
         let inside = u8s(&[("a", 0, 4), ("z", 2, 2)]);
-        assert!(matches!(
-            malformed(&file(&inside, &[0; 4])),
-            Malformed::Overlap { .. }
-        ));
+        assert!(matches!(malformed(&file(&inside, &[0; 4])), Malformed::Overlap { .. }));
         let gap = u8s(&[("a", 0, 2), ("b", 3, 5)]);
-        assert_eq!(
-            malformed(&file(&gap, &[0; 5])),
-            Malformed::Gap {
-                tensor: "b".into(),
-                at: 2,
-                len: 1
-            }
-        );
+        assert_eq!(malformed(&file(&gap, &[0; 5])), Malformed::Gap { tensor: "b".into(), at: 2, len: 1 });
         let leading = u8s(&[("a", 1, 3)]);
-        assert_eq!(
-            malformed(&file(&leading, &[0; 3])),
-            Malformed::Gap {
-                tensor: "a".into(),
-                at: 0,
-                len: 1
-            }
-        );
+        assert_eq!(malformed(&file(&leading, &[0; 3])), Malformed::Gap { tensor: "a".into(), at: 0, len: 1 });
         let trailing = u8s(&[("a", 0, 2)]);
-        assert_eq!(
-            malformed(&file(&trailing, &[0; 3])),
-            Malformed::TrailingBytes {
-                covered: 2,
-                data_len: 3
-            }
-        );
-        assert_eq!(
-            malformed(&file("{}", &[0])),
-            Malformed::TrailingBytes {
-                covered: 0,
-                data_len: 1
-            }
-        );
+        assert_eq!(malformed(&file(&trailing, &[0; 3])), Malformed::TrailingBytes { covered: 2, data_len: 3 });
+        assert_eq!(malformed(&file("{}", &[0])), Malformed::TrailingBytes { covered: 0, data_len: 1 });
         // Valid: any entry order in the header, empty tensors at boundaries.
-        let ok = u8s(&[
-            ("c", 4, 6),
-            ("e", 6, 6),
-            ("a", 0, 4),
-            ("z", 0, 0),
-            ("y", 4, 4),
-        ]);
+        let ok = u8s(&[("c", 4, 6), ("e", 6, 6), ("a", 0, 4), ("z", 0, 0), ("y", 4, 4)]);
         let loaded = load_bytes(&file(&ok, &[1, 2, 3, 4, 5, 6])).unwrap();
-        let summary: Vec<(&str, &[u8])> = loaded
-            .iter()
-            .map(|t| (t.name.as_str(), &t.data[..]))
-            .collect();
-        assert_eq!(
-            summary,
-            [
-                ("a", &[1, 2, 3, 4][..]),
-                ("c", &[5, 6]),
-                ("e", &[]),
-                ("y", &[]),
-                ("z", &[])
-            ]
-        );
+        let summary: Vec<(&str, &[u8])> = loaded.iter().map(|t| (t.name.as_str(), &t.data[..])).collect();
+        assert_eq!(summary, [("a", &[1, 2, 3, 4][..]), ("c", &[5, 6]), ("e", &[]), ("y", &[]), ("z", &[])]);
     }
 
     #[test]
     fn tolerates_unknown_fields_and_leading_whitespace() {
         let h = r#"  {"a":{"dtype":"U8","shape":[1],"data_offsets":[0,1],"extra":[1,{}]}}"#;
-        assert_eq!(
-            load_bytes(&file(h, &[9])).unwrap(),
-            vec![RawTensor::new("a", DType::U8, vec![1], vec![9])]
-        );
+        assert_eq!(load_bytes(&file(h, &[9])).unwrap(), vec![RawTensor::new("a", DType::U8, vec![1], vec![9])]);
     }
 
     #[test]
     fn load_errors_name_the_file_and_tensor() {
         let dir = scratch_dir("errors");
         let path = dir.join("bad.safetensors");
-        fs::write(
-            &path,
-            file(
-                r#"{"weight":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#,
-                &[0; 8],
-            ),
-        )
-        .unwrap();
+        fs::write(&path, file(r#"{"weight":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#, &[0; 8])).unwrap();
         let err = load(&path).unwrap_err();
         let msg = err.to_string();
         assert!(
-            msg.contains(&path.display().to_string())
-                && msg.contains("`weight`")
-                && msg.contains("12 bytes"),
+            msg.contains(&path.display().to_string()) && msg.contains("`weight`") && msg.contains("12 bytes"),
             "{msg}"
         );
         assert!(matches!(err, IoError::Malformed { path: Some(ref p), .. } if *p == path));
@@ -1613,10 +1220,7 @@ mod tests {
         assert!(err.to_string().contains("missing.safetensors"));
 
         fs::write(&path, b"").unwrap();
-        assert_eq!(
-            load(&path).unwrap_err().malformed(),
-            Some(&Malformed::TooShort { len: 0 })
-        );
+        assert_eq!(load(&path).unwrap_err().malformed(), Some(&Malformed::TooShort { len: 0 }));
         fs::remove_dir_all(&dir).unwrap();
     }
 
@@ -1643,10 +1247,7 @@ mod tests {
             })
         );
         assert!(err.to_string().contains("model.safetensors") && err.to_string().contains("`w`"));
-        let dup = [
-            tensor("x", DType::U8, &[1], 1),
-            tensor("x", DType::I32, &[], 2),
-        ];
+        let dup = [tensor("x", DType::U8, &[1], 1), tensor("x", DType::I32, &[], 2)];
         assert_eq!(
             save(&path, &dup, None).unwrap_err().invalid_input(),
             Some(&InvalidInput::DuplicateName { name: "x".into() })
@@ -1667,17 +1268,11 @@ mod tests {
         let other = [tensor("v", DType::I64, &[3], 4)];
         save(&path, &other, None).unwrap();
         assert_eq!(load(&path).unwrap(), other);
-        let names: Vec<_> = fs::read_dir(&dir)
-            .unwrap()
-            .map(|e| e.unwrap().file_name())
-            .collect();
+        let names: Vec<_> = fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
         assert_eq!(names, [std::ffi::OsString::from("model.safetensors")]);
         // A missing directory is an I/O error naming it.
         let err = save(&dir.join("no/such/dir/x.safetensors"), &good, None).unwrap_err();
-        assert!(
-            matches!(err, IoError::Io { .. }) && err.to_string().contains("no/such/dir"),
-            "{err}"
-        );
+        assert!(matches!(err, IoError::Io { .. }) && err.to_string().contains("no/such/dir"), "{err}");
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -42,10 +42,7 @@ pub struct StorageCell {
 
 impl StorageCell {
     pub(crate) fn new(s: Storage) -> Arc<Self> {
-        Arc::new(StorageCell {
-            data: RwLock::new(s),
-            version: AtomicU64::new(0),
-        })
+        Arc::new(StorageCell { data: RwLock::new(s), version: AtomicU64::new(0) })
     }
     pub(crate) fn read(&self) -> RwLockReadGuard<'_, Storage> {
         self.data.read().unwrap_or_else(|p| p.into_inner())
@@ -78,13 +75,7 @@ pub struct Tensor(pub(crate) Arc<Inner>);
 
 impl std::fmt::Debug for Tensor {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "Tensor({:?}, {}, {}",
-            self.shape(),
-            self.dtype(),
-            self.device()
-        )?;
+        write!(f, "Tensor({:?}, {}, {}", self.shape(), self.dtype(), self.device())?;
         if self.requires_grad() {
             write!(f, ", requires_grad")?;
         }
@@ -119,11 +110,7 @@ impl Tensor {
     }
 
     pub(crate) fn from_cpu(s: CpuStorage, shape: &[usize]) -> Tensor {
-        debug_assert_eq!(
-            s.len(),
-            shape.iter().product::<usize>(),
-            "storage length matches shape"
-        );
+        debug_assert_eq!(s.len(), shape.iter().product::<usize>(), "storage length matches shape");
         Tensor::from_storage(Storage::Cpu(s), shape)
     }
 
@@ -202,14 +189,9 @@ impl Tensor {
     /// a graph that saved this tensor errors instead of silently using the new values.
     /// Like [`Tensor::assign`], refused on tensors that take part in autograd while
     /// gradient recording is on.
-    pub fn with_cpu_storage_mut<R>(
-        &self,
-        f: impl FnOnce(&mut CpuStorage, &Layout) -> R,
-    ) -> Result<R> {
+    pub fn with_cpu_storage_mut<R>(&self, f: impl FnOnce(&mut CpuStorage, &Layout) -> R) -> Result<R> {
         if autograd::is_grad_enabled() && self.requires_grad() {
-            return msg(
-                "in-place write to a tensor that requires grad; wrap the update in no_grad()",
-            );
+            return msg("in-place write to a tensor that requires grad; wrap the update in no_grad()");
         }
         let mut s = self.0.storage.write();
         match &mut *s {
@@ -226,9 +208,7 @@ impl Tensor {
     /// Marks a leaf as a parameter to differentiate. Errors on non-leaves and non-floats.
     pub fn set_requires_grad(&self, on: bool) -> Result<&Tensor> {
         if self.grad_fn().is_some() {
-            return Err(Error::Autograd(
-                "requires_grad can only be changed on leaf tensors; use detach()".into(),
-            ));
+            return Err(Error::Autograd("requires_grad can only be changed on leaf tensors; use detach()".into()));
         }
         if on && !self.dtype().is_float() {
             return Err(Error::Autograd(format!(
@@ -256,11 +236,7 @@ impl Tensor {
     }
     /// The accumulated gradient of a leaf.
     pub fn grad(&self) -> Option<Tensor> {
-        self.0
-            .grad
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.0.grad.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
     /// Clears the accumulated gradient.
     pub fn zero_grad(&self) {
@@ -283,10 +259,7 @@ impl Tensor {
                 )));
             }
         }
-        Ok(std::mem::replace(
-            &mut *self.0.grad.lock().unwrap_or_else(|p| p.into_inner()),
-            grad,
-        ))
+        Ok(std::mem::replace(&mut *self.0.grad.lock().unwrap_or_else(|p| p.into_inner()), grad))
     }
     /// Same data, cut from the graph.
     pub fn detach(&self) -> Tensor {
@@ -297,12 +270,7 @@ impl Tensor {
         autograd::backward(self, None, false, false)
     }
     /// Backpropagates with options.
-    pub fn backward_with(
-        &self,
-        grad: Option<&Tensor>,
-        retain_graph: bool,
-        create_graph: bool,
-    ) -> Result<()> {
+    pub fn backward_with(&self, grad: Option<&Tensor>, retain_graph: bool, create_graph: bool) -> Result<()> {
         autograd::backward(self, grad, retain_graph, create_graph)
     }
 
@@ -320,11 +288,7 @@ impl Tensor {
     /// All elements as `T`, which must match the dtype.
     pub fn to_vec<T: Elem>(&self) -> Result<Vec<T>> {
         if T::DTYPE != self.dtype() {
-            return msg(format!(
-                "to_vec::<{}> on a {} tensor; cast first",
-                T::DTYPE,
-                self.dtype()
-            ));
+            return msg(format!("to_vec::<{}> on a {} tensor; cast first", T::DTYPE, self.dtype()));
         }
         let c = self.contiguous()?;
         let s = c.storage();
@@ -336,10 +300,7 @@ impl Tensor {
     /// The single element of a one-element tensor.
     pub fn item(&self) -> Result<f64> {
         if self.numel() != 1 {
-            return msg(format!(
-                "item() needs exactly one element, tensor has shape {:?}",
-                self.shape()
-            ));
+            return msg(format!("item() needs exactly one element, tensor has shape {:?}", self.shape()));
         }
         let s = self.storage();
         Ok(s.cpu().get_f64(self.layout().offset))
@@ -359,10 +320,7 @@ impl Tensor {
         if d == self.device() {
             return Ok(self.clone());
         }
-        Err(Error::Device(format!(
-            "cannot move from {} to {d}",
-            self.device()
-        )))
+        Err(Error::Device(format!("cannot move from {} to {d}", self.device())))
     }
     /// Copies to the CPU.
     pub fn to_cpu(&self) -> Result<Tensor> {
@@ -375,11 +333,7 @@ pub(crate) fn same_device(op: &str, ts: &[&Tensor]) -> Result<Device> {
     let d = ts[0].device();
     for t in ts {
         if t.device() != d {
-            return Err(Error::Device(format!(
-                "{op}: operands on {} and {}",
-                d,
-                t.device()
-            )));
+            return Err(Error::Device(format!("{op}: operands on {} and {}", d, t.device())));
         }
     }
     Ok(d)

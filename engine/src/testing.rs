@@ -74,11 +74,7 @@ impl SampleRng {
                 }
             })
             .collect();
-        let kind = if noncontig && !shape.is_empty() {
-            self.int(0, 2)
-        } else {
-            0
-        };
+        let kind = if noncontig && !shape.is_empty() { self.int(0, 2) } else { 0 };
         match kind {
             1 => {
                 // Stored transposed: the logical tensor is a permuted view.
@@ -145,13 +141,7 @@ pub struct GradcheckOptions {
 
 impl Default for GradcheckOptions {
     fn default() -> Self {
-        GradcheckOptions {
-            eps: 1e-6,
-            atol: 1e-7,
-            rtol: 1e-5,
-            seed: 1,
-            constant_inputs: Vec::new(),
-        }
+        GradcheckOptions { eps: 1e-6, atol: 1e-7, rtol: 1e-5, seed: 1, constant_inputs: Vec::new() }
     }
 }
 
@@ -207,23 +197,14 @@ pub fn gradcheck(
     let mut rng = SampleRng::new(opts.seed);
     let wv: Vec<f64> = (0..y.numel()).map(|_| rng.uniform(-1.0, 1.0)).collect();
     let w = Tensor::from_f64s(&wv, y.shape(), y.dtype())?;
-    let scalar = |out: &Tensor| -> Result<f64> {
-        Ok(out.to_vec_f64()?.iter().zip(&wv).map(|(a, b)| a * b).sum())
-    };
-    let diff: Vec<Tensor> = leaves
-        .iter()
-        .filter(|t| t.requires_grad())
-        .cloned()
-        .collect();
+    let scalar = |out: &Tensor| -> Result<f64> { Ok(out.to_vec_f64()?.iter().zip(&wv).map(|(a, b)| a * b).sum()) };
+    let diff: Vec<Tensor> = leaves.iter().filter(|t| t.requires_grad()).cloned().collect();
     let analytic = if y.requires_grad() {
         grad(&[y.mul(&w)?.sum_all()?], &diff, None, false, false)?
     } else {
         vec![None; diff.len()]
     };
-    let mut report = GradcheckReport {
-        worst: Vec::new(),
-        failures: Vec::new(),
-    };
+    let mut report = GradcheckReport { worst: Vec::new(), failures: Vec::new() };
     let mut di = 0;
     for (k, inp) in leaves.iter().enumerate() {
         if !inp.requires_grad() {
@@ -253,7 +234,10 @@ pub fn gradcheck(
                 worst = Some((err, allowed, i));
             }
             if !(err <= allowed) {
-                report.failures.push(format!("input {k} element {i}: analytic {} vs numeric {num} (|diff| {err:.3e} > {allowed:.3e})", a[i]));
+                report.failures.push(format!(
+                    "input {k} element {i}: analytic {} vs numeric {num} (|diff| {err:.3e} > {allowed:.3e})",
+                    a[i]
+                ));
                 if report.failures.len() > 5 {
                     return Ok(report);
                 }
@@ -279,9 +263,7 @@ pub fn compare(got: &[f64], want: &[f64], atol: f64, rtol: f64) -> std::result::
             (g - w).abs() <= atol + rtol * w.abs()
         };
         if !ok {
-            return Err(format!(
-                "element {i}: got {g}, want {w} (atol {atol}, rtol {rtol})"
-            ));
+            return Err(format!("element {i}: got {g}, want {w} (atol {atol}, rtol {rtol})"));
         }
     }
     Ok(())

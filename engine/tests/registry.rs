@@ -8,15 +8,8 @@ use proptest::prelude::*;
 use scorch_engine::registry::{check_composite, check_forward, check_grad, registry, OpInfo};
 use scorch_engine::DType;
 
-fn all(
-    check: impl Fn(&OpInfo) -> Result<(), String>,
-    filter: impl Fn(&OpInfo) -> bool,
-) -> Result<(), TestCaseError> {
-    let errs: Vec<String> = registry()
-        .iter()
-        .filter(|o| filter(o))
-        .filter_map(|o| check(o).err())
-        .collect();
+fn all(check: impl Fn(&OpInfo) -> Result<(), String>, filter: impl Fn(&OpInfo) -> bool) -> Result<(), TestCaseError> {
+    let errs: Vec<String> = registry().iter().filter(|o| filter(o)).filter_map(|o| check(o).err()).collect();
     if errs.is_empty() {
         Ok(())
     } else {

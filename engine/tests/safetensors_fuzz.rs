@@ -53,10 +53,8 @@ fn base_file() -> Vec<u8> {
         let name = format!("layer{i}.{}", dtype_to_safetensors(dtype).to_lowercase());
         tensors.push(RawTensor::new(name, dtype, shape.to_vec(), data));
     }
-    let meta = BTreeMap::from([
-        ("format".to_string(), "pt".to_string()),
-        ("note".to_string(), "fuzz \"base\"".to_string()),
-    ]);
+    let meta =
+        BTreeMap::from([("format".to_string(), "pt".to_string()), ("note".to_string(), "fuzz \"base\"".to_string())]);
     save_to_bytes(&tensors, Some(&meta)).expect("base file is valid")
 }
 
@@ -212,10 +210,7 @@ fn apply(buf: &mut Vec<u8>, kind: u8, a: u64, b: u64) {
                 let nums = runs(&h, |c| c.is_ascii_digit());
                 if !nums.is_empty() {
                     let run = nums[pick(nums.len(), a)].clone();
-                    let old: u64 = std::str::from_utf8(&h[run.clone()])
-                        .unwrap()
-                        .parse()
-                        .unwrap_or(0);
+                    let old: u64 = std::str::from_utf8(&h[run.clone()]).unwrap().parse().unwrap_or(0);
                     let new = match b % 4 {
                         0 => NUMBERS[pick(NUMBERS.len(), b >> 8)].to_string(),
                         1 => old.wrapping_add(1).to_string(),
@@ -243,9 +238,7 @@ fn apply(buf: &mut Vec<u8>, kind: u8, a: u64, b: u64) {
         9 => {
             if let Some(r) = header_range(buf) {
                 let mut h = buf[r.clone()].to_vec();
-                let marks: Vec<usize> = (0..h.len())
-                    .filter(|&i| b",{}[]:".contains(&h[i]))
-                    .collect();
+                let marks: Vec<usize> = (0..h.len()).filter(|&i| b",{}[]:".contains(&h[i])).collect();
                 if marks.len() >= 2 {
                     let i = pick(marks.len() - 1, a);
                     let j = (i + 1 + pick(3, b)).min(marks.len() - 1);
@@ -258,9 +251,7 @@ fn apply(buf: &mut Vec<u8>, kind: u8, a: u64, b: u64) {
         10 => {
             if let Some(r) = header_range(buf) {
                 let mut h = buf[r.clone()].to_vec();
-                let marks: Vec<usize> = (0..h.len())
-                    .filter(|&i| h[i] == b',' || h[i] == b'{')
-                    .collect();
+                let marks: Vec<usize> = (0..h.len()).filter(|&i| h[i] == b',' || h[i] == b'{').collect();
                 if marks.len() >= 2 {
                     let i = pick(marks.len() - 1, a);
                     let span = h[marks[i]..marks[i + 1]].to_vec();
@@ -285,14 +276,12 @@ fn apply(buf: &mut Vec<u8>, kind: u8, a: u64, b: u64) {
             if let Some(r) = header_range(buf) {
                 let mut h = buf[r.clone()].to_vec();
                 let key = b"\"data_offsets\":[";
-                let starts: Vec<usize> =
-                    (0..h.len()).filter(|&i| h[i..].starts_with(key)).collect();
+                let starts: Vec<usize> = (0..h.len()).filter(|&i| h[i..].starts_with(key)).collect();
                 if !starts.is_empty() {
                     let from = starts[pick(starts.len(), a)] + key.len();
                     if let Some(close) = h[from..].iter().position(|&c| c == b']') {
                         let text = String::from_utf8_lossy(&h[from..from + close]).into_owned();
-                        let nums: Vec<u64> =
-                            text.split(',').filter_map(|n| n.parse().ok()).collect();
+                        let nums: Vec<u64> = text.split(',').filter_map(|n| n.parse().ok()).collect();
                         if let [x, y] = nums[..] {
                             let delta = (b % 17) as i64 - 8;
                             let shift = |v: u64| v.saturating_add_signed(delta);
@@ -325,10 +314,7 @@ fn stricter_rule(problem: &Malformed) -> bool {
     )
 }
 
-type Content = (
-    Vec<(String, String, Vec<usize>, Vec<u8>)>,
-    Option<BTreeMap<String, String>>,
-);
+type Content = (Vec<(String, String, Vec<usize>, Vec<u8>)>, Option<BTreeMap<String, String>>);
 
 /// What the reference implementation reads from `input`, or `None` if it rejects it.
 fn reference(input: &[u8]) -> Option<Content> {
@@ -343,10 +329,7 @@ fn reference(input: &[u8]) -> Option<Content> {
         .collect();
     tensors.sort();
     let (_, meta) = safetensors::SafeTensors::read_metadata(input).ok()?;
-    let meta = meta
-        .metadata()
-        .as_ref()
-        .map(|m| m.clone().into_iter().collect());
+    let meta = meta.metadata().as_ref().map(|m| m.clone().into_iter().collect());
     Some((tensors, meta))
 }
 
@@ -372,35 +355,21 @@ fn check(input: &[u8]) -> Outcome {
             assert!(total <= input.len());
             let mut mine: Vec<_> = tensors
                 .into_iter()
-                .map(|t| {
-                    (
-                        t.name,
-                        dtype_to_safetensors(t.dtype).to_string(),
-                        t.shape,
-                        t.data,
-                    )
-                })
+                .map(|t| (t.name, dtype_to_safetensors(t.dtype).to_string(), t.shape, t.data))
                 .collect();
             mine.sort();
-            let theirs =
-                theirs.unwrap_or_else(|| panic!("we accept, reference rejects: {input:?}"));
+            let theirs = theirs.unwrap_or_else(|| panic!("we accept, reference rejects: {input:?}"));
             assert_eq!((mine, meta), theirs, "content differs for {input:?}");
             Outcome::Accepted
         }
         Err(e) => {
-            let problem = e
-                .malformed()
-                .unwrap_or_else(|| panic!("load_bytes gave a non-format error: {e}"));
+            let problem = e.malformed().unwrap_or_else(|| panic!("load_bytes gave a non-format error: {e}"));
             assert!(!e.to_string().is_empty());
             if theirs.is_some() && !stricter_rule(problem) {
                 panic!("reference accepts, we reject with `{e}`: {input:?}");
             }
             let debug = format!("{problem:?}");
-            let variant = debug
-                .split([' ', '{'])
-                .next()
-                .unwrap_or_default()
-                .to_string();
+            let variant = debug.split([' ', '{']).next().unwrap_or_default().to_string();
             Outcome::Rejected(variant, theirs.is_some())
         }
     }

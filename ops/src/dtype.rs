@@ -17,16 +17,8 @@ pub enum DType {
 
 impl DType {
     /// All dtypes, in a stable order.
-    pub const ALL: [DType; 8] = [
-        DType::F32,
-        DType::F64,
-        DType::BF16,
-        DType::F16,
-        DType::I64,
-        DType::I32,
-        DType::U8,
-        DType::Bool,
-    ];
+    pub const ALL: [DType; 8] =
+        [DType::F32, DType::F64, DType::BF16, DType::F16, DType::I64, DType::I32, DType::U8, DType::Bool];
 
     /// Bytes per element.
     pub fn size(self) -> usize {

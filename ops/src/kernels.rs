@@ -17,8 +17,18 @@ pub type View<'a, S> = (&'a S, &'a Layout);
 pub trait Kernels {
     type Storage;
     fn unary(&self, op: UnaryOp, x: View<Self::Storage>) -> Result<Self::Storage>;
-    fn binary(&self, op: BinaryOp, a: View<Self::Storage>, b: View<Self::Storage>) -> Result<(Self::Storage, Vec<usize>)>;
-    fn where_cond(&self, c: View<Self::Storage>, a: View<Self::Storage>, b: View<Self::Storage>) -> Result<(Self::Storage, Vec<usize>)>;
+    fn binary(
+        &self,
+        op: BinaryOp,
+        a: View<Self::Storage>,
+        b: View<Self::Storage>,
+    ) -> Result<(Self::Storage, Vec<usize>)>;
+    fn where_cond(
+        &self,
+        c: View<Self::Storage>,
+        a: View<Self::Storage>,
+        b: View<Self::Storage>,
+    ) -> Result<(Self::Storage, Vec<usize>)>;
     fn cast(&self, x: View<Self::Storage>, dtype: DType) -> Result<Self::Storage>;
     fn contiguous(&self, x: View<Self::Storage>) -> Result<Self::Storage>;
     fn copy_into(&self, dst: &mut Self::Storage, dst_l: &Layout, src: View<Self::Storage>) -> Result<()>;
@@ -26,9 +36,26 @@ pub trait Kernels {
     fn softmax(&self, x: View<Self::Storage>, axis: usize, log: bool) -> Result<Self::Storage>;
     fn cumsum(&self, x: View<Self::Storage>, axis: usize) -> Result<Self::Storage>;
     fn matmul(&self, a: View<Self::Storage>, b: View<Self::Storage>) -> Result<(Self::Storage, Vec<usize>)>;
-    fn conv2d(&self, x: View<Self::Storage>, w: View<Self::Storage>, p: Conv2dParams) -> Result<(Self::Storage, ConvGeom)>;
-    fn conv2d_bwd_data(&self, gy: View<Self::Storage>, w: View<Self::Storage>, cin_hw: [usize; 3], p: Conv2dParams) -> Result<Self::Storage>;
-    fn conv2d_bwd_weight(&self, x: View<Self::Storage>, gy: View<Self::Storage>, wshape: [usize; 4], p: Conv2dParams) -> Result<Self::Storage>;
+    fn conv2d(
+        &self,
+        x: View<Self::Storage>,
+        w: View<Self::Storage>,
+        p: Conv2dParams,
+    ) -> Result<(Self::Storage, ConvGeom)>;
+    fn conv2d_bwd_data(
+        &self,
+        gy: View<Self::Storage>,
+        w: View<Self::Storage>,
+        cin_hw: [usize; 3],
+        p: Conv2dParams,
+    ) -> Result<Self::Storage>;
+    fn conv2d_bwd_weight(
+        &self,
+        x: View<Self::Storage>,
+        gy: View<Self::Storage>,
+        wshape: [usize; 4],
+        p: Conv2dParams,
+    ) -> Result<Self::Storage>;
     #[allow(clippy::type_complexity)]
     fn norm_fwd(
         &self,
@@ -85,7 +112,12 @@ impl Kernels for Cpu {
     fn binary(&self, op: BinaryOp, a: View<CpuStorage>, b: View<CpuStorage>) -> Result<(CpuStorage, Vec<usize>)> {
         cpu::elementwise::binary(op, a.0, a.1, b.0, b.1)
     }
-    fn where_cond(&self, c: View<CpuStorage>, a: View<CpuStorage>, b: View<CpuStorage>) -> Result<(CpuStorage, Vec<usize>)> {
+    fn where_cond(
+        &self,
+        c: View<CpuStorage>,
+        a: View<CpuStorage>,
+        b: View<CpuStorage>,
+    ) -> Result<(CpuStorage, Vec<usize>)> {
         cpu::elementwise::where_cond(c.0, c.1, a.0, a.1, b.0, b.1)
     }
     fn cast(&self, x: View<CpuStorage>, dtype: DType) -> Result<CpuStorage> {
@@ -112,10 +144,22 @@ impl Kernels for Cpu {
     fn conv2d(&self, x: View<CpuStorage>, w: View<CpuStorage>, p: Conv2dParams) -> Result<(CpuStorage, ConvGeom)> {
         cpu::conv::conv2d(x.0, x.1, w.0, w.1, p)
     }
-    fn conv2d_bwd_data(&self, gy: View<CpuStorage>, w: View<CpuStorage>, cin_hw: [usize; 3], p: Conv2dParams) -> Result<CpuStorage> {
+    fn conv2d_bwd_data(
+        &self,
+        gy: View<CpuStorage>,
+        w: View<CpuStorage>,
+        cin_hw: [usize; 3],
+        p: Conv2dParams,
+    ) -> Result<CpuStorage> {
         Ok(cpu::conv::conv2d_bwd_data(gy.0, gy.1, w.0, w.1, cin_hw, p)?.0)
     }
-    fn conv2d_bwd_weight(&self, x: View<CpuStorage>, gy: View<CpuStorage>, wshape: [usize; 4], p: Conv2dParams) -> Result<CpuStorage> {
+    fn conv2d_bwd_weight(
+        &self,
+        x: View<CpuStorage>,
+        gy: View<CpuStorage>,
+        wshape: [usize; 4],
+        p: Conv2dParams,
+    ) -> Result<CpuStorage> {
         Ok(cpu::conv::conv2d_bwd_weight(x.0, x.1, gy.0, gy.1, wshape, p)?.0)
     }
     fn norm_fwd(

@@ -76,10 +76,7 @@ pub fn philox4x32_10(counter: [u32; 4], key: [u32; 2]) -> [u32; 4] {
 /// The four raw words of block `block` of stream `seed` (see the module docs).
 #[inline]
 pub fn block_bits(seed: u64, block: u64) -> [u32; 4] {
-    philox4x32_10(
-        [block as u32, (block >> 32) as u32, 0, 0],
-        [seed as u32, (seed >> 32) as u32],
-    )
+    philox4x32_10([block as u32, (block >> 32) as u32, 0, 0], [seed as u32, (seed >> 32) as u32])
 }
 
 /// The raw 32-bit word of element `i` of the request `(seed, offset)`.
@@ -130,17 +127,15 @@ where
     T: Copy + Send,
     F: Fn([u32; 4]) -> [T; 4] + Sync,
 {
-    out.par_chunks_mut(CHUNK)
-        .enumerate()
-        .for_each(|(c, chunk)| {
-            // CHUNK is a multiple of 4, so this chunk's first element is lane 0 of this block.
-            let first_block = offset.wrapping_add((c * (CHUNK / 4)) as u64);
-            for (j, quad) in chunk.chunks_mut(4).enumerate() {
-                let vals = map(block_bits(seed, first_block.wrapping_add(j as u64)));
-                // A short final quad takes the leading lanes, as element i always uses lane i % 4.
-                quad.copy_from_slice(&vals[..quad.len()]);
-            }
-        });
+    out.par_chunks_mut(CHUNK).enumerate().for_each(|(c, chunk)| {
+        // CHUNK is a multiple of 4, so this chunk's first element is lane 0 of this block.
+        let first_block = offset.wrapping_add((c * (CHUNK / 4)) as u64);
+        for (j, quad) in chunk.chunks_mut(4).enumerate() {
+            let vals = map(block_bits(seed, first_block.wrapping_add(j as u64)));
+            // A short final quad takes the leading lanes, as element i always uses lane i % 4.
+            quad.copy_from_slice(&vals[..quad.len()]);
+        }
+    });
 }
 
 /// Fills `out` with uniform `f32` in [0, 1) from the request `(seed, offset)`.
@@ -182,19 +177,10 @@ mod tests {
     #[test]
     fn known_answers_random123() {
         // kat_vectors from Random123 (philox4x32 with 10 rounds).
+        assert_eq!(philox4x32_10([0; 4], [0; 2]), [0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8]);
+        assert_eq!(philox4x32_10([u32::MAX; 4], [u32::MAX; 2]), [0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd]);
         assert_eq!(
-            philox4x32_10([0; 4], [0; 2]),
-            [0x6627e8d5, 0xe169c58d, 0xbc57ac4c, 0x9b00dbd8]
-        );
-        assert_eq!(
-            philox4x32_10([u32::MAX; 4], [u32::MAX; 2]),
-            [0x408f276d, 0x41c83b0e, 0xa20bc7c6, 0x6d5451fd]
-        );
-        assert_eq!(
-            philox4x32_10(
-                [0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344],
-                [0xa4093822, 0x299f31d0]
-            ),
+            philox4x32_10([0x243f6a88, 0x85a308d3, 0x13198a2e, 0x03707344], [0xa4093822, 0x299f31d0]),
             [0xd16cfe09, 0x94fdcceb, 0x5001e420, 0x24126ea1]
         );
     }
@@ -203,10 +189,7 @@ mod tests {
     fn counter_and_key_layout() {
         let seed = 0x0123_4567_89ab_cdef_u64;
         let b = 0xfedc_ba98_7654_3210_u64;
-        assert_eq!(
-            block_bits(seed, b),
-            philox4x32_10([0x7654_3210, 0xfedc_ba98, 0, 0], [0x89ab_cdef, 0x0123_4567])
-        );
+        assert_eq!(block_bits(seed, b), philox4x32_10([0x7654_3210, 0xfedc_ba98, 0, 0], [0x89ab_cdef, 0x0123_4567]));
         // Element 6 of a request at offset b lives in block b + 1, lane 2; the block index wraps.
         assert_eq!(random_u32(seed, b, 6), block_bits(seed, b + 1)[2]);
         assert_eq!(random_u32(seed, u64::MAX, 5), block_bits(seed, 0)[1]);
@@ -230,9 +213,7 @@ mod tests {
         assert_eq!(uniform_f64(u32::MAX), 1.0 - TWO_POW_M32);
         // The extremes of Box–Muller stay finite: u1 = 2^-32 gives the largest radius.
         let (a, b) = box_muller(0, 0);
-        assert!(
-            a.is_finite() && b == 0.0 && (a - (64.0 * std::f64::consts::LN_2).sqrt()).abs() < 1e-12
-        );
+        assert!(a.is_finite() && b == 0.0 && (a - (64.0 * std::f64::consts::LN_2).sqrt()).abs() < 1e-12);
         let (a, b) = box_muller(u32::MAX, 12345);
         assert_eq!((a, b), (0.0, 0.0));
     }
@@ -265,9 +246,7 @@ mod tests {
         let n = 3 * CHUNK + 13;
         let mut par = vec![0f64; n];
         fill_normal_f64(9, 1 << 40, &mut par);
-        let seq: Vec<f64> = (0..n as u64)
-            .map(|i| reference_normal(9, 1 << 40, i))
-            .collect();
+        let seq: Vec<f64> = (0..n as u64).map(|i| reference_normal(9, 1 << 40, i)).collect();
         assert_eq!(par, seq);
         let mut again = vec![0f64; n];
         fill_normal_f64(9, 1 << 40, &mut again);
@@ -308,10 +287,7 @@ mod tests {
         assert!(d.iter().all(|&u| (0.0..1.0).contains(&u)));
         let mean = d.iter().sum::<f64>() / d.len() as f64;
         // sd of the mean is sqrt(1/12 / n) ~ 5.6e-4; allow 4 sigma.
-        assert!(
-            (mean - 0.5).abs() < 4.0 * (1.0 / 12.0 / d.len() as f64).sqrt(),
-            "mean {mean}"
-        );
+        assert!((mean - 0.5).abs() < 4.0 * (1.0 / 12.0 / d.len() as f64).sqrt(), "mean {mean}");
     }
 
     #[test]
@@ -325,10 +301,7 @@ mod tests {
             // Standard errors: mean 1/sqrt(n), sample variance sqrt(2/(n-1)); allow 4 sigma.
             let nf = n as f64;
             assert!(mean.abs() < 4.0 / nf.sqrt(), "seed {seed}: mean {mean}");
-            assert!(
-                (var - 1.0).abs() < 4.0 * (2.0 / (nf - 1.0)).sqrt(),
-                "seed {seed}: var {var}"
-            );
+            assert!((var - 1.0).abs() < 4.0 * (2.0 / (nf - 1.0)).sqrt(), "seed {seed}: var {var}");
         }
         // f32 normals are the f64 ones rounded.
         let mut zf = vec![0f32; 1000];

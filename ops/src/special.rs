@@ -52,8 +52,7 @@ pub fn digamma(x: f64) -> f64 {
         * (1.0 / 12.0
             - z * (1.0 / 120.0
                 - z * (1.0 / 252.0
-                    - z * (1.0 / 240.0
-                        - z * (1.0 / 132.0 - z * (691.0 / 32760.0 - z * (1.0 / 12.0)))))));
+                    - z * (1.0 / 240.0 - z * (1.0 / 132.0 - z * (691.0 / 32760.0 - z * (1.0 / 12.0)))))));
     result + (x.ln() - 0.5 / x - series)
 }
 
@@ -88,8 +87,7 @@ pub fn trigamma(x: f64) -> f64 {
             - z * (1.0 / 30.0
                 - z * (1.0 / 42.0
                     - z * (1.0 / 30.0
-                        - z * (5.0 / 66.0
-                            - z * (691.0 / 2730.0 - z * (7.0 / 6.0 - z * (3617.0 / 510.0))))))));
+                        - z * (5.0 / 66.0 - z * (691.0 / 2730.0 - z * (7.0 / 6.0 - z * (3617.0 / 510.0))))))));
     acc += (1.0 + 0.5 / x + series) / x;
     result + sign * acc
 }
@@ -173,10 +171,7 @@ mod tests {
 
     fn assert_rel(got: f64, want: f64, tol: f64, what: &str) {
         let e = rel_err(got, want);
-        assert!(
-            e <= tol,
-            "{what}: got {got:e}, want {want:e}, rel err {e:e} > {tol:e}"
-        );
+        assert!(e <= tol, "{what}: got {got:e}, want {want:e}, rel err {e:e} > {tol:e}");
     }
 
     /// (x, ψ(x), ψ₁(x)) computed with mpmath at 50 digits, rounded to f64.
@@ -250,12 +245,7 @@ mod tests {
     fn closed_forms() {
         let ln2 = std::f64::consts::LN_2;
         assert_rel(digamma(1.0), -EULER_GAMMA, 1e-15, "digamma(1)");
-        assert_rel(
-            digamma(0.5),
-            -EULER_GAMMA - 2.0 * ln2,
-            1e-15,
-            "digamma(0.5)",
-        );
+        assert_rel(digamma(0.5), -EULER_GAMMA - 2.0 * ln2, 1e-15, "digamma(0.5)");
         assert_rel(trigamma(1.0), PI * PI / 6.0, 1e-15, "trigamma(1)");
         assert_rel(trigamma(0.5), PI * PI / 2.0, 1e-15, "trigamma(0.5)");
         // ψ(n) = H_{n-1} - γ.
@@ -282,14 +272,8 @@ mod tests {
             // Absolute tolerance scaled by the largest term of each identity.
             let scale_d = digamma(x).abs().max(1.0 / x).max(1.0);
             let scale_t = trigamma(x).abs();
-            assert!(
-                d.abs() <= 4e-15 * scale_d,
-                "digamma recurrence at {x}: {d:e}"
-            );
-            assert!(
-                t.abs() <= 4e-15 * scale_t,
-                "trigamma recurrence at {x}: {t:e}"
-            );
+            assert!(d.abs() <= 4e-15 * scale_d, "digamma recurrence at {x}: {d:e}");
+            assert!(t.abs() <= 4e-15 * scale_t, "trigamma recurrence at {x}: {t:e}");
             x *= 1.37;
         }
     }
@@ -330,11 +314,7 @@ mod tests {
         // d/dx lgamma = digamma at large x (central difference, h chosen for f64 cancellation).
         let (x, h) = (1e4, 1e-2);
         let fd = (lgamma(x + h) - lgamma(x - h)) / (2.0 * h);
-        assert!(
-            (fd - digamma(x)).abs() < 1e-9,
-            "fd {fd} vs digamma {}",
-            digamma(x)
-        );
+        assert!((fd - digamma(x)).abs() < 1e-9, "fd {fd} vs digamma {}", digamma(x));
     }
 
     #[test]
@@ -357,81 +337,23 @@ mod tests {
     fn gelu_values_match_mpmath() {
         // (x, gelu_erf, gelu_erf', gelu_tanh, gelu_tanh'), mpmath at 60 digits.
         let cases: &[(f64, f64, f64, f64, f64)] = &[
-            (
-                -30.0,
-                -1.472014178144456e-196,
-                -4.416031690708495e-195,
-                -0.0,
-                -0.0,
-            ),
-            (
-                -5.0,
-                -1.4332578593959695e-06,
-                -7.146946001792295e-06,
-                -2.291796196629506e-07,
-                -1.5463619875325946e-06,
-            ),
-            (
-                -1.0,
-                -0.15865525393145705,
-                -0.0833154705876863,
-                -0.1588080093917233,
-                -0.08296408384578255,
-            ),
-            (
-                -0.1,
-                -0.0460172162722971,
-                0.4204769079752698,
-                -0.04601724895456484,
-                0.42047821072824326,
-            ),
+            (-30.0, -1.472014178144456e-196, -4.416031690708495e-195, -0.0, -0.0),
+            (-5.0, -1.4332578593959695e-06, -7.146946001792295e-06, -2.291796196629506e-07, -1.5463619875325946e-06),
+            (-1.0, -0.15865525393145705, -0.0833154705876863, -0.1588080093917233, -0.08296408384578255),
+            (-0.1, -0.0460172162722971, 0.4204769079752698, -0.04601724895456484, 0.42047821072824326),
             (0.0, 0.0, 0.5, 0.0, 0.5),
-            (
-                0.3,
-                0.1853734266566858,
-                0.7323277668271099,
-                0.18537092354275925,
-                0.7322954516388018,
-            ),
-            (
-                1.0,
-                0.8413447460685429,
-                1.0833154705876864,
-                0.8411919906082767,
-                1.0829640838457826,
-            ),
-            (
-                2.5,
-                2.4844758366855597,
-                1.037611085908145,
-                2.484915733910001,
-                1.037951576212666,
-            ),
+            (0.3, 0.1853734266566858, 0.7323277668271099, 0.18537092354275925, 0.7322954516388018),
+            (1.0, 0.8413447460685429, 1.0833154705876864, 0.8411919906082767, 1.0829640838457826),
+            (2.5, 2.4844758366855597, 1.037611085908145, 2.484915733910001, 1.037951576212666),
             (8.0, 7.999999999999995, 1.0000000000000397, 8.0, 1.0),
         ];
         for &(x, ge, geg, gt, gtg) in cases {
             // Relative 1e-13 with a tiny absolute floor for the exact zeros.
             let close = |got: f64, want: f64| (got - want).abs() <= 1e-13 * want.abs() + 1e-300;
-            assert!(
-                close(gelu_erf(x), ge),
-                "gelu_erf({x}) = {:e}, want {ge:e}",
-                gelu_erf(x)
-            );
-            assert!(
-                close(gelu_erf_grad(x), geg),
-                "gelu_erf_grad({x}) = {:e}",
-                gelu_erf_grad(x)
-            );
-            assert!(
-                close(gelu_tanh(x), gt),
-                "gelu_tanh({x}) = {:e}, want {gt:e}",
-                gelu_tanh(x)
-            );
-            assert!(
-                close(gelu_tanh_grad(x), gtg),
-                "gelu_tanh_grad({x}) = {:e}",
-                gelu_tanh_grad(x)
-            );
+            assert!(close(gelu_erf(x), ge), "gelu_erf({x}) = {:e}, want {ge:e}", gelu_erf(x));
+            assert!(close(gelu_erf_grad(x), geg), "gelu_erf_grad({x}) = {:e}", gelu_erf_grad(x));
+            assert!(close(gelu_tanh(x), gt), "gelu_tanh({x}) = {:e}, want {gt:e}", gelu_tanh(x));
+            assert!(close(gelu_tanh_grad(x), gtg), "gelu_tanh_grad({x}) = {:e}", gelu_tanh_grad(x));
         }
     }
 
@@ -486,7 +408,9 @@ pub fn tetragamma(x: f64) -> f64 {
     let r = 1.0 / z;
     let r2 = r * r;
     // −1/z² − 1/z³ − Σ B₂ₖ (2k+1)/z^(2k+2)
-    let series = r2 * r2 * (-0.5 + r2 * (1.0 / 6.0 + r2 * (-1.0 / 6.0 + r2 * (3.0 / 10.0 + r2 * (-5.0 / 6.0 + r2 * (691.0 / 210.0))))));
+    let series = r2
+        * r2
+        * (-0.5 + r2 * (1.0 / 6.0 + r2 * (-1.0 / 6.0 + r2 * (3.0 / 10.0 + r2 * (-5.0 / 6.0 + r2 * (691.0 / 210.0))))));
     acc + (-r2 - r2 * r + series)
 }
 

@@ -48,19 +48,10 @@ impl Tensor {
             let out = ctx.out()?;
             let [q, k, v] = &saved;
             let (dq, dk, dv) = {
-                let (qs, ks, vs, os, ls, gs) = (
-                    q.storage(),
-                    k.storage(),
-                    v.storage(),
-                    out.storage(),
-                    lse.storage(),
-                    g.storage(),
-                );
+                let (qs, ks, vs, os, ls, gs) =
+                    (q.storage(), k.storage(), v.storage(), out.storage(), lse.storage(), g.storage());
                 let ms = mask.as_ref().map(|m| m.storage());
-                let mv = mask
-                    .as_ref()
-                    .zip(ms.as_ref())
-                    .map(|(t, s)| (s.cpu(), t.layout()));
+                let mv = mask.as_ref().zip(ms.as_ref()).map(|(t, s)| (s.cpu(), t.layout()));
                 Cpu.attention_bwd(
                     (qs.cpu(), q.layout()),
                     (ks.cpu(), k.layout()),
@@ -105,15 +96,7 @@ pub fn attention_composite(
                 cm[i * sk + j] = f64::NEG_INFINITY;
             }
         }
-        s = s.add(&Tensor::from_f64s(
-            &cm,
-            &[sq, sk],
-            if q.dtype() == DType::F64 {
-                DType::F64
-            } else {
-                q.dtype()
-            },
-        )?)?;
+        s = s.add(&Tensor::from_f64s(&cm, &[sq, sk], if q.dtype() == DType::F64 { DType::F64 } else { q.dtype() })?)?;
     }
     s.softmax(-1)?.matmul(v)
 }

@@ -36,9 +36,7 @@ impl Tensor {
     /// `start, start+step, …` below `end`.
     pub fn arange(start: f64, end: f64, step: f64, dtype: DType) -> Result<Tensor> {
         if step == 0.0 || !step.is_finite() || !start.is_finite() || !end.is_finite() {
-            return msg(format!(
-                "arange({start}, {end}, {step}): step must be finite and non-zero"
-            ));
+            return msg(format!("arange({start}, {end}, {step}): step must be finite and non-zero"));
         }
         let n = ((end - start) / step).ceil().max(0.0) as usize;
         let s = CpuStorage::from_f64_iter(dtype, (0..n).map(|i| start + i as f64 * step));
@@ -46,39 +44,23 @@ impl Tensor {
     }
     /// `n` evenly spaced points from `start` to `end` inclusive.
     pub fn linspace(start: f64, end: f64, n: usize, dtype: DType) -> Result<Tensor> {
-        let step = if n > 1 {
-            (end - start) / (n - 1) as f64
-        } else {
-            0.0
-        };
+        let step = if n > 1 { (end - start) / (n - 1) as f64 } else { 0.0 };
         let s = CpuStorage::from_f64_iter(
             dtype,
-            (0..n).map(|i| {
-                if i + 1 == n && n > 1 {
-                    end
-                } else {
-                    start + i as f64 * step
-                }
-            }),
+            (0..n).map(|i| if i + 1 == n && n > 1 { end } else { start + i as f64 * step }),
         );
         Ok(Tensor::from_cpu(s, &[n]))
     }
     /// The `n × n` identity.
     pub fn eye(n: usize, dtype: DType) -> Result<Tensor> {
-        let s = CpuStorage::from_f64_iter(
-            dtype,
-            (0..n * n).map(|i| if i / n == i % n { 1.0 } else { 0.0 }),
-        );
+        let s = CpuStorage::from_f64_iter(dtype, (0..n * n).map(|i| if i / n == i % n { 1.0 } else { 0.0 }));
         Ok(Tensor::from_cpu(s, &[n, n]))
     }
     /// Takes ownership of `data` as a tensor of `shape`.
     pub fn from_vec<T: Elem>(data: Vec<T>, shape: &[usize]) -> Result<Tensor> {
         let n: usize = shape.iter().product();
         if data.len() != n {
-            return msg(format!(
-                "from_vec: {} values for shape {shape:?} ({n} elements)",
-                data.len()
-            ));
+            return msg(format!("from_vec: {} values for shape {shape:?} ({n} elements)", data.len()));
         }
         let bytes: &[u8] = bytemuck::cast_slice(&data);
         Tensor::from_bytes(bytes, T::DTYPE, shape)
@@ -91,15 +73,9 @@ impl Tensor {
     pub fn from_f64s(data: &[f64], shape: &[usize], dtype: DType) -> Result<Tensor> {
         let n: usize = shape.iter().product();
         if data.len() != n {
-            return msg(format!(
-                "from_f64s: {} values for shape {shape:?} ({n} elements)",
-                data.len()
-            ));
+            return msg(format!("from_f64s: {} values for shape {shape:?} ({n} elements)", data.len()));
         }
-        Ok(Tensor::from_cpu(
-            CpuStorage::from_f64_iter(dtype, data.iter().copied()),
-            shape,
-        ))
+        Ok(Tensor::from_cpu(CpuStorage::from_f64_iter(dtype, data.iter().copied()), shape))
     }
     /// Little-endian raw bytes (as written by `to_bytes` or safetensors).
     pub fn from_bytes(bytes: &[u8], dtype: DType, shape: &[usize]) -> Result<Tensor> {
@@ -111,10 +87,7 @@ impl Tensor {
                 n * dtype.size()
             ));
         }
-        Ok(Tensor::from_cpu(
-            CpuStorage::from_bytes(dtype, bytes)?,
-            shape,
-        ))
+        Ok(Tensor::from_cpu(CpuStorage::from_bytes(dtype, bytes)?, shape))
     }
 
     /// Normal draws from `gen`'s Philox stream.
@@ -126,12 +99,7 @@ impl Tensor {
         Tensor::random(shape, dtype, gen, RandDist::Uniform(0.0, 1.0))
     }
     /// Draws from a distribution.
-    pub fn random(
-        shape: &[usize],
-        dtype: DType,
-        gen: &Generator,
-        dist: RandDist,
-    ) -> Result<Tensor> {
+    pub fn random(shape: &[usize], dtype: DType, gen: &Generator, dist: RandDist) -> Result<Tensor> {
         let n: usize = shape.iter().product();
         let (seed, offset) = gen.reserve(n);
         let s = cpu::random(dtype, n, seed, offset, dist)?;
@@ -141,10 +109,7 @@ impl Tensor {
     pub fn randint(shape: &[usize], lo: i64, hi: i64, gen: &Generator) -> Result<Tensor> {
         let n: usize = shape.iter().product();
         let (seed, offset) = gen.reserve(n);
-        Ok(Tensor::from_cpu(
-            cpu::randint(n, lo, hi, seed, offset)?,
-            shape,
-        ))
+        Ok(Tensor::from_cpu(cpu::randint(n, lo, hi, seed, offset)?, shape))
     }
     /// 1 with probability `p` (per element of `self`, which holds probabilities), else 0.
     pub fn bernoulli(&self, gen: &Generator) -> Result<Tensor> {

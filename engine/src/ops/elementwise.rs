@@ -32,9 +32,7 @@ impl Tensor {
     ) -> Result<Tensor> {
         let out = self.unary_raw(op)?;
         let x = self.clone();
-        Ok(record(out, name, &[self], move |ctx, g| {
-            Ok(vec![Some(back(&x, ctx.out()?, g)?)])
-        }))
+        Ok(record(out, name, &[self], move |ctx, g| Ok(vec![Some(back(&x, ctx.out()?, g)?)])))
     }
 
     pub fn neg(&self) -> Result<Tensor> {
@@ -50,27 +48,19 @@ impl Tensor {
         self.unary_op(UnaryOp::Log, "log", |x, _, g| g.div(x))
     }
     pub fn log1p(&self) -> Result<Tensor> {
-        self.unary_op(UnaryOp::Log1p, "log1p", |x, _, g| {
-            g.div(&x.add_scalar(1.0)?)
-        })
+        self.unary_op(UnaryOp::Log1p, "log1p", |x, _, g| g.div(&x.add_scalar(1.0)?))
     }
     pub fn expm1(&self) -> Result<Tensor> {
-        self.unary_op(UnaryOp::Expm1, "expm1", |_, y, g| {
-            g.mul(&y.add_scalar(1.0)?)
-        })
+        self.unary_op(UnaryOp::Expm1, "expm1", |_, y, g| g.mul(&y.add_scalar(1.0)?))
     }
     pub fn sqrt(&self) -> Result<Tensor> {
         self.unary_op(UnaryOp::Sqrt, "sqrt", |_, y, g| g.div(&y.mul_scalar(2.0)?))
     }
     pub fn rsqrt(&self) -> Result<Tensor> {
-        self.unary_op(UnaryOp::Rsqrt, "rsqrt", |_, y, g| {
-            g.mul(&y.powf(3.0)?.mul_scalar(-0.5)?)
-        })
+        self.unary_op(UnaryOp::Rsqrt, "rsqrt", |_, y, g| g.mul(&y.powf(3.0)?.mul_scalar(-0.5)?))
     }
     pub fn reciprocal(&self) -> Result<Tensor> {
-        self.unary_op(UnaryOp::Recip, "reciprocal", |_, y, g| {
-            g.mul(&y.sqr()?)?.neg()
-        })
+        self.unary_op(UnaryOp::Recip, "reciprocal", |_, y, g| g.mul(&y.sqr()?)?.neg())
     }
     pub fn sqr(&self) -> Result<Tensor> {
         self.unary_op(UnaryOp::Sqr, "sqr", |x, _, g| g.mul(&x.mul_scalar(2.0)?))
@@ -79,19 +69,13 @@ impl Tensor {
         self.unary_op(UnaryOp::Sin, "sin", |x, _, g| g.mul(&x.cos()?))
     }
     pub fn cos(&self) -> Result<Tensor> {
-        self.unary_op(UnaryOp::Cos, "cos", |x, _, g| {
-            g.mul(&x.sin()?).and_then(|t| t.neg())
-        })
+        self.unary_op(UnaryOp::Cos, "cos", |x, _, g| g.mul(&x.sin()?).and_then(|t| t.neg()))
     }
     pub fn tanh(&self) -> Result<Tensor> {
-        self.unary_op(UnaryOp::Tanh, "tanh", |_, y, g| {
-            g.mul(&y.sqr()?.affine(-1.0, 1.0)?)
-        })
+        self.unary_op(UnaryOp::Tanh, "tanh", |_, y, g| g.mul(&y.sqr()?.affine(-1.0, 1.0)?))
     }
     pub fn sigmoid(&self) -> Result<Tensor> {
-        self.unary_op(UnaryOp::Sigmoid, "sigmoid", |_, y, g| {
-            g.mul(&y.mul(&y.affine(-1.0, 1.0)?)?)
-        })
+        self.unary_op(UnaryOp::Sigmoid, "sigmoid", |_, y, g| g.mul(&y.mul(&y.affine(-1.0, 1.0)?)?))
     }
     /// x·σ(x).
     pub fn silu(&self) -> Result<Tensor> {
@@ -105,15 +89,8 @@ impl Tensor {
     pub fn gelu(&self) -> Result<Tensor> {
         self.unary_op(UnaryOp::GeluErf, "gelu", |x, _, g| {
             // Φ(x) + x·φ(x), written with engine ops so it is differentiable again.
-            let cdf = x
-                .mul_scalar(std::f64::consts::FRAC_1_SQRT_2)?
-                .erf()?
-                .affine(0.5, 0.5)?;
-            let pdf = x
-                .sqr()?
-                .mul_scalar(-0.5)?
-                .exp()?
-                .mul_scalar(1.0 / (2.0 * std::f64::consts::PI).sqrt())?;
+            let cdf = x.mul_scalar(std::f64::consts::FRAC_1_SQRT_2)?.erf()?.affine(0.5, 0.5)?;
+            let pdf = x.sqr()?.mul_scalar(-0.5)?.exp()?.mul_scalar(1.0 / (2.0 * std::f64::consts::PI).sqrt())?;
             g.mul(&cdf.add(&x.mul(&pdf)?)?)
         })
     }
@@ -126,23 +103,16 @@ impl Tensor {
             let du = x.sqr()?.affine(3.0 * 0.044715 * k, k)?;
             // 0.5(1+t) + 0.5·x·(1−t²)·u'
             let a = t.affine(0.5, 0.5)?;
-            let b = x
-                .mul(&t.sqr()?.affine(-1.0, 1.0)?)?
-                .mul(&du)?
-                .mul_scalar(0.5)?;
+            let b = x.mul(&t.sqr()?.affine(-1.0, 1.0)?)?.mul(&du)?.mul_scalar(0.5)?;
             g.mul(&a.add(&b)?)
         })
     }
     /// log(1 + eˣ).
     pub fn softplus(&self) -> Result<Tensor> {
-        self.unary_op(UnaryOp::Softplus, "softplus", |x, _, g| {
-            g.mul(&x.sigmoid()?)
-        })
+        self.unary_op(UnaryOp::Softplus, "softplus", |x, _, g| g.mul(&x.sigmoid()?))
     }
     pub fn relu(&self) -> Result<Tensor> {
-        self.unary_op(UnaryOp::Relu, "relu", |x, _, g| {
-            g.mul(&x.unary_raw(UnaryOp::Step)?)
-        })
+        self.unary_op(UnaryOp::Relu, "relu", |x, _, g| g.mul(&x.unary_raw(UnaryOp::Step)?))
     }
     pub fn leaky_relu(&self, slope: f64) -> Result<Tensor> {
         let out = self.unary_raw(UnaryOp::LeakyRelu(slope))?;
@@ -153,9 +123,7 @@ impl Tensor {
         }))
     }
     pub fn erf(&self) -> Result<Tensor> {
-        self.unary_op(UnaryOp::Erf, "erf", |x, _, g| {
-            g.mul(&x.sqr()?.neg()?.exp()?.mul_scalar(FRAC_2_SQRT_PI)?)
-        })
+        self.unary_op(UnaryOp::Erf, "erf", |x, _, g| g.mul(&x.sqr()?.neg()?.exp()?.mul_scalar(FRAC_2_SQRT_PI)?))
     }
     /// log|Γ(x)|.
     pub fn lgamma(&self) -> Result<Tensor> {
@@ -167,9 +135,7 @@ impl Tensor {
     }
     /// ψ₁(x).
     pub fn trigamma(&self) -> Result<Tensor> {
-        self.unary_op(UnaryOp::Trigamma, "trigamma", |x, _, g| {
-            g.mul(&x.tetragamma()?)
-        })
+        self.unary_op(UnaryOp::Trigamma, "trigamma", |x, _, g| g.mul(&x.tetragamma()?))
     }
     /// ψ₂(x); the end of the polygamma chain this engine differentiates (its backward errors).
     pub fn tetragamma(&self) -> Result<Tensor> {
@@ -192,9 +158,7 @@ impl Tensor {
     /// a·x + b.
     pub fn affine(&self, a: f64, b: f64) -> Result<Tensor> {
         let out = self.unary_raw(UnaryOp::Affine(a, b))?;
-        Ok(record(out, "affine", &[self], move |_, g| {
-            Ok(vec![Some(g.mul_scalar(a)?)])
-        }))
+        Ok(record(out, "affine", &[self], move |_, g| Ok(vec![Some(g.mul_scalar(a)?)])))
     }
     pub fn add_scalar(&self, b: f64) -> Result<Tensor> {
         self.affine(1.0, b)
@@ -207,11 +171,7 @@ impl Tensor {
         let out = self.unary_raw(UnaryOp::PowScalar(p))?;
         let x = self.clone();
         Ok(record(out, "powf", &[self], move |_, g| {
-            let d = if p == 2.0 {
-                x.mul_scalar(2.0)?
-            } else {
-                x.powf(p - 1.0)?.mul_scalar(p)?
-            };
+            let d = if p == 2.0 { x.mul_scalar(2.0)? } else { x.powf(p - 1.0)?.mul_scalar(p)? };
             Ok(vec![Some(g.mul(&d)?)])
         }))
     }
@@ -222,11 +182,7 @@ impl Tensor {
         }
         let out = self.unary_raw(UnaryOp::Clamp(lo, hi))?;
         let x = self.clone();
-        Ok(record(out, "clamp", &[self], move |_, g| {
-            Ok(vec![Some(
-                g.mul(&x.unary_raw(UnaryOp::ClampMask(lo, hi))?)?,
-            )])
-        }))
+        Ok(record(out, "clamp", &[self], move |_, g| Ok(vec![Some(g.mul(&x.unary_raw(UnaryOp::ClampMask(lo, hi))?)?)])))
     }
     /// Replaces NaN and ±inf; the gradient passes only where x was finite.
     pub fn nan_to_num(&self, nan: f64, pos: f64, neg: f64) -> Result<Tensor> {
@@ -257,19 +213,13 @@ impl Tensor {
         }))
     }
     pub fn add(&self, o: &Tensor) -> Result<Tensor> {
-        self.binary_op(o, BinaryOp::Add, |_, _, _, g| {
-            Ok((Some(g.clone()), Some(g.clone())))
-        })
+        self.binary_op(o, BinaryOp::Add, |_, _, _, g| Ok((Some(g.clone()), Some(g.clone()))))
     }
     pub fn sub(&self, o: &Tensor) -> Result<Tensor> {
-        self.binary_op(o, BinaryOp::Sub, |_, _, _, g| {
-            Ok((Some(g.clone()), Some(g.neg()?)))
-        })
+        self.binary_op(o, BinaryOp::Sub, |_, _, _, g| Ok((Some(g.clone()), Some(g.neg()?))))
     }
     pub fn mul(&self, o: &Tensor) -> Result<Tensor> {
-        self.binary_op(o, BinaryOp::Mul, |a, b, _, g| {
-            Ok((Some(g.mul(b)?), Some(g.mul(a)?)))
-        })
+        self.binary_op(o, BinaryOp::Mul, |a, b, _, g| Ok((Some(g.mul(b)?), Some(g.mul(a)?))))
     }
     pub fn div(&self, o: &Tensor) -> Result<Tensor> {
         self.binary_op(o, BinaryOp::Div, |a, b, _, g| {
@@ -282,25 +232,17 @@ impl Tensor {
     pub fn pow(&self, o: &Tensor) -> Result<Tensor> {
         self.binary_op(o, BinaryOp::Pow, |a, b, y, g| {
             let ga = g.mul(&b.mul(&a.pow(&b.add_scalar(-1.0)?)?)?)?;
-            let gb = if b.requires_grad() {
-                Some(g.mul(&y.mul(&a.log()?)?)?)
-            } else {
-                None
-            };
+            let gb = if b.requires_grad() { Some(g.mul(&y.mul(&a.log()?)?)?) } else { None };
             Ok((Some(ga), gb))
         })
     }
     /// Elementwise max; ties split the gradient evenly (like PyTorch).
     pub fn maximum(&self, o: &Tensor) -> Result<Tensor> {
-        self.binary_op(o, BinaryOp::Maximum, |a, b, _, g| {
-            tie_split(a, b, g, BinaryOp::Gt)
-        })
+        self.binary_op(o, BinaryOp::Maximum, |a, b, _, g| tie_split(a, b, g, BinaryOp::Gt))
     }
     /// Elementwise min; ties split the gradient evenly.
     pub fn minimum(&self, o: &Tensor) -> Result<Tensor> {
-        self.binary_op(o, BinaryOp::Minimum, |a, b, _, g| {
-            tie_split(a, b, g, BinaryOp::Lt)
-        })
+        self.binary_op(o, BinaryOp::Minimum, |a, b, _, g| tie_split(a, b, g, BinaryOp::Lt))
     }
     pub fn eq(&self, o: &Tensor) -> Result<Tensor> {
         self.binary_raw(BinaryOp::Eq, o)
@@ -330,11 +272,7 @@ impl Tensor {
         same_device("where", &[cond, a, b])?;
         let out = {
             let (c, x, y) = (cond.storage(), a.storage(), b.storage());
-            let (o, shape) = Cpu.where_cond(
-                (c.cpu(), cond.layout()),
-                (x.cpu(), a.layout()),
-                (y.cpu(), b.layout()),
-            )?;
+            let (o, shape) = Cpu.where_cond((c.cpu(), cond.layout()), (x.cpu(), a.layout()), (y.cpu(), b.layout()))?;
             Tensor::from_cpu(o, &shape)
         };
         let (c, ashape, bshape) = (cond.clone(), a.shape().to_vec(), b.shape().to_vec());
@@ -359,19 +297,12 @@ impl Tensor {
         if !dtype.is_float() {
             return Ok(out);
         }
-        Ok(record(out, "cast", &[self], move |_, g| {
-            Ok(vec![Some(g.cast(src)?)])
-        }))
+        Ok(record(out, "cast", &[self], move |_, g| Ok(vec![Some(g.cast(src)?)])))
     }
 }
 
 /// Gradient split for maximum/minimum: the winner gets g, ties give g/2 to each.
-fn tie_split(
-    a: &Tensor,
-    b: &Tensor,
-    g: &Tensor,
-    win: BinaryOp,
-) -> Result<(Option<Tensor>, Option<Tensor>)> {
+fn tie_split(a: &Tensor, b: &Tensor, g: &Tensor, win: BinaryOp) -> Result<(Option<Tensor>, Option<Tensor>)> {
     let dt = g.dtype();
     let wa = a.binary_raw(win, b)?.cast(dt)?;
     let tie = a.binary_raw(BinaryOp::Eq, b)?.cast(dt)?.mul_scalar(0.5)?;

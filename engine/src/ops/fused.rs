@@ -14,12 +14,7 @@ fn per_sample(v: &[f64], dtype: DType) -> Result<Tensor> {
 
 /// SiD generator loss per sample (edm-sid.md §3.4), fused: returns `[B]`. The normaliser
 /// `w = 1/max(mean|x_g − y_real|, 1e-5)` is detached, as in the official code.
-pub fn sid_generator_loss(
-    y_real: &Tensor,
-    y_fake: &Tensor,
-    x_g: &Tensor,
-    alpha: f64,
-) -> Result<Tensor> {
+pub fn sid_generator_loss(y_real: &Tensor, y_fake: &Tensor, x_g: &Tensor, alpha: f64) -> Result<Tensor> {
     sid_generator_loss_weighted(y_real, y_fake, x_g, alpha, None)
 }
 
@@ -47,44 +42,34 @@ pub fn sid_generator_loss_weighted(
     let bsz = y_real.shape()[0];
     let out = Tensor::from_cpu(loss, &[bsz]);
     let saved = [y_real.clone(), y_fake.clone(), x_g.clone()];
-    Ok(record(
-        out,
-        "sid_generator_loss",
-        &[y_real, y_fake, x_g],
-        move |_, g| {
-            if is_grad_enabled() {
-                return composite_backward(&saved, g, |t| {
-                    sid_generator_loss_composite_weighted(&t[0], &t[1], &t[2], alpha, wt.as_ref())
-                });
-            }
-            let [r, f, x] = &saved;
-            let (dr, df, dx) = {
-                let (a, b, c, gs) = (r.storage(), f.storage(), x.storage(), g.storage());
-                fused::sid_generator_loss_bwd(
-                    (a.cpu(), r.layout()),
-                    (b.cpu(), f.layout()),
-                    (c.cpu(), x.layout()),
-                    &w,
-                    (gs.cpu(), g.layout()),
-                    alpha,
-                )?
-            };
-            Ok(vec![
-                Some(Tensor::from_cpu(dr, r.shape())),
-                Some(Tensor::from_cpu(df, f.shape())),
-                Some(Tensor::from_cpu(dx, x.shape())),
-            ])
-        },
-    ))
+    Ok(record(out, "sid_generator_loss", &[y_real, y_fake, x_g], move |_, g| {
+        if is_grad_enabled() {
+            return composite_backward(&saved, g, |t| {
+                sid_generator_loss_composite_weighted(&t[0], &t[1], &t[2], alpha, wt.as_ref())
+            });
+        }
+        let [r, f, x] = &saved;
+        let (dr, df, dx) = {
+            let (a, b, c, gs) = (r.storage(), f.storage(), x.storage(), g.storage());
+            fused::sid_generator_loss_bwd(
+                (a.cpu(), r.layout()),
+                (b.cpu(), f.layout()),
+                (c.cpu(), x.layout()),
+                &w,
+                (gs.cpu(), g.layout()),
+                alpha,
+            )?
+        };
+        Ok(vec![
+            Some(Tensor::from_cpu(dr, r.shape())),
+            Some(Tensor::from_cpu(df, f.shape())),
+            Some(Tensor::from_cpu(dx, x.shape())),
+        ])
+    }))
 }
 
 /// The composite of [`sid_generator_loss`], line for line with the official expression.
-pub fn sid_generator_loss_composite(
-    y_real: &Tensor,
-    y_fake: &Tensor,
-    x_g: &Tensor,
-    alpha: f64,
-) -> Result<Tensor> {
+pub fn sid_generator_loss_composite(y_real: &Tensor, y_fake: &Tensor, x_g: &Tensor, alpha: f64) -> Result<Tensor> {
     sid_generator_loss_composite_weighted(y_real, y_fake, x_g, alpha, None)
 }
 
@@ -104,11 +89,7 @@ pub fn sid_generator_loss_composite_weighted(
         Some(w) => w.detach().reshape(&wshape)?,
         None => {
             let _g = crate::autograd::no_grad();
-            x_g.sub(y_real)?
-                .abs()?
-                .mean(&rest, true)?
-                .clamp(1e-5, f64::INFINITY)?
-                .reciprocal()?
+            x_g.sub(y_real)?.abs()?.mean(&rest, true)?.clamp(1e-5, f64::INFINITY)?.reciprocal()?
         }
     };
     let d = y_real.sub(y_fake)?;
@@ -122,55 +103,33 @@ pub fn sid_generator_loss_composite_weighted(
 pub fn sid_fake_score_loss(denoised: &Tensor, target: &Tensor, weight: &[f64]) -> Result<Tensor> {
     let out = {
         let (a, b) = (denoised.storage(), target.storage());
-        fused::sid_fake_score_loss(
-            (a.cpu(), denoised.layout()),
-            (b.cpu(), target.layout()),
-            weight,
-        )?
+        fused::sid_fake_score_loss((a.cpu(), denoised.layout()), (b.cpu(), target.layout()), weight)?
     };
     let out = Tensor::from_cpu(out, &[denoised.shape()[0]]);
     let saved = [denoised.clone(), target.clone()];
     let weight = weight.to_vec();
-    Ok(record(
-        out,
-        "sid_fake_score_loss",
-        &[denoised, target],
-        move |_, g| {
-            if is_grad_enabled() {
-                return composite_backward(&saved, g, |t| {
-                    sid_fake_score_loss_composite(&t[0], &t[1], &weight)
-                });
-            }
-            let [d, y] = &saved;
-            let (gd, gy) = {
-                let (a, b, gs) = (d.storage(), y.storage(), g.storage());
-                fused::sid_fake_score_loss_bwd(
-                    (a.cpu(), d.layout()),
-                    (b.cpu(), y.layout()),
-                    &weight,
-                    (gs.cpu(), g.layout()),
-                )?
-            };
-            Ok(vec![
-                Some(Tensor::from_cpu(gd, d.shape())),
-                Some(Tensor::from_cpu(gy, y.shape())),
-            ])
-        },
-    ))
+    Ok(record(out, "sid_fake_score_loss", &[denoised, target], move |_, g| {
+        if is_grad_enabled() {
+            return composite_backward(&saved, g, |t| sid_fake_score_loss_composite(&t[0], &t[1], &weight));
+        }
+        let [d, y] = &saved;
+        let (gd, gy) = {
+            let (a, b, gs) = (d.storage(), y.storage(), g.storage());
+            fused::sid_fake_score_loss_bwd(
+                (a.cpu(), d.layout()),
+                (b.cpu(), y.layout()),
+                &weight,
+                (gs.cpu(), g.layout()),
+            )?
+        };
+        Ok(vec![Some(Tensor::from_cpu(gd, d.shape())), Some(Tensor::from_cpu(gy, y.shape()))])
+    }))
 }
 
 /// Composite of [`sid_fake_score_loss`].
-pub fn sid_fake_score_loss_composite(
-    denoised: &Tensor,
-    target: &Tensor,
-    weight: &[f64],
-) -> Result<Tensor> {
+pub fn sid_fake_score_loss_composite(denoised: &Tensor, target: &Tensor, weight: &[f64]) -> Result<Tensor> {
     let b = denoised.shape()[0];
-    let sq = denoised
-        .sub(target)?
-        .sqr()?
-        .reshape(&[b, denoised.numel() / b.max(1)])?
-        .sum(&[1], false)?;
+    let sq = denoised.sub(target)?.sqr()?.reshape(&[b, denoised.numel() / b.max(1)])?.sum(&[1], false)?;
     sq.mul(&per_sample(weight, denoised.dtype())?)
 }
 
@@ -190,9 +149,7 @@ pub fn beta_kl(a1: &Tensor, b1: &Tensor, a2: &Tensor, b2: &Tensor) -> Result<Ten
     let saved = [a1.clone(), b1.clone(), a2.clone(), b2.clone()];
     Ok(record(out, "beta_kl", &[a1, b1, a2, b2], move |_, g| {
         if is_grad_enabled() {
-            return composite_backward(&saved, g, |t| {
-                beta_kl_composite(&t[0], &t[1], &t[2], &t[3])
-            });
+            return composite_backward(&saved, g, |t| beta_kl_composite(&t[0], &t[1], &t[2], &t[3]));
         }
         let st: Vec<_> = saved.iter().map(|t| t.storage()).collect();
         let gs = g.storage();
@@ -205,26 +162,18 @@ pub fn beta_kl(a1: &Tensor, b1: &Tensor, a2: &Tensor, b2: &Tensor) -> Result<Ten
             ],
             (gs.cpu(), g.layout()),
         )?;
-        Ok(grads
-            .into_iter()
-            .map(|s: CpuStorage| Some(Tensor::from_cpu(s, &shape)))
-            .collect())
+        Ok(grads.into_iter().map(|s: CpuStorage| Some(Tensor::from_cpu(s, &shape))).collect())
     }))
 }
 
 /// KL(Γ(a1,1) ‖ Γ(a2,1)) from engine functions.
 fn kl_gamma_composite(a1: &Tensor, a2: &Tensor) -> Result<Tensor> {
-    a1.sub(a2)?
-        .mul(&a1.digamma()?)?
-        .sub(&a1.lgamma()?)?
-        .add(&a2.lgamma()?)
+    a1.sub(a2)?.mul(&a1.digamma()?)?.sub(&a1.lgamma()?)?.add(&a2.lgamma()?)
 }
 
 /// Composite of [`beta_kl`] via the Gamma-KL identity (tarflow-beta.md §B5.1).
 pub fn beta_kl_composite(a1: &Tensor, b1: &Tensor, a2: &Tensor, b2: &Tensor) -> Result<Tensor> {
-    kl_gamma_composite(a1, a2)?
-        .add(&kl_gamma_composite(b1, b2)?)?
-        .sub(&kl_gamma_composite(&a1.add(b1)?, &a2.add(b2)?)?)
+    kl_gamma_composite(a1, a2)?.add(&kl_gamma_composite(b1, b2)?)?.sub(&kl_gamma_composite(&a1.add(b1)?, &a2.add(b2)?)?)
 }
 
 /// Beta Diffusion's mixed KLUB per element, `w_c·KLUB_cond + w_m·KLUB_marg` (§B5.2–B5.3),
@@ -240,18 +189,11 @@ pub fn beta_klub(x_hat: &Tensor, x: &Tensor, p: &KlubParams) -> Result<Tensor> {
         if is_grad_enabled() {
             let xd2 = xd.clone();
             let p2 = p.clone();
-            return composite_backward(std::slice::from_ref(&xh), g, move |t| {
-                beta_klub_composite(&t[0], &xd2, &p2)
-            });
+            return composite_backward(std::slice::from_ref(&xh), g, move |t| beta_klub_composite(&t[0], &xd2, &p2));
         }
         let d = {
             let (a, b, gs) = (xh.storage(), xd.storage(), g.storage());
-            fused::beta_klub_bwd(
-                (a.cpu(), xh.layout()),
-                (b.cpu(), xd.layout()),
-                &p,
-                (gs.cpu(), g.layout()),
-            )?
+            fused::beta_klub_bwd((a.cpu(), xh.layout()), (b.cpu(), xd.layout()), &p, (gs.cpu(), g.layout()))?
         };
         Ok(vec![Some(Tensor::from_cpu(d, xh.shape()))])
     }))
@@ -267,12 +209,7 @@ pub fn beta_klub_composite(x_hat: &Tensor, x: &Tensor, p: &KlubParams) -> Result
     bshape[0] = b;
     let col = |v: Vec<f64>| Tensor::from_f64s(&v, &bshape, x_hat.dtype());
     let eta = p.eta;
-    let delta: Vec<f64> = p
-        .alpha_s
-        .iter()
-        .zip(&p.alpha_t)
-        .map(|(s, t)| eta * (s - t))
-        .collect();
+    let delta: Vec<f64> = p.alpha_s.iter().zip(&p.alpha_t).map(|(s, t)| eta * (s - t)).collect();
     let cs = col(p.alpha_s.iter().map(|s| -eta * s).collect())?;
     let ct = col(p.alpha_t.iter().map(|t| eta * t).collect())?;
     let cd = col(delta)?;
@@ -290,30 +227,17 @@ pub fn beta_klub_composite(x_hat: &Tensor, x: &Tensor, p: &KlubParams) -> Result
 
 /// Patch Diffusion's crops with coordinate channels (fused): `[B,C,H,W] → [B,C+2,ph,pw]`
 /// at per-sample top-left corners.
-pub fn patch_embed(
-    x: &Tensor,
-    tops: &[usize],
-    lefts: &[usize],
-    ph: usize,
-    pw: usize,
-) -> Result<Tensor> {
+pub fn patch_embed(x: &Tensor, tops: &[usize], lefts: &[usize], ph: usize, pw: usize) -> Result<Tensor> {
     let out = {
         let s = x.storage();
         fused::patch_embed((s.cpu(), x.layout()), tops, lefts, ph, pw)?
     };
     let out = Tensor::from_cpu(out, &[x.shape()[0], x.shape()[1] + 2, ph, pw]);
     let (xshape, tops, lefts) = (x.shape().to_vec(), tops.to_vec(), lefts.to_vec());
-    Ok(record(out, "patch_embed", &[x], move |_, g| {
-        Ok(vec![Some(patch_embed_bwd(g, &xshape, &tops, &lefts)?)])
-    }))
+    Ok(record(out, "patch_embed", &[x], move |_, g| Ok(vec![Some(patch_embed_bwd(g, &xshape, &tops, &lefts)?)])))
 }
 
-fn patch_embed_bwd(
-    g: &Tensor,
-    xshape: &[usize],
-    tops: &[usize],
-    lefts: &[usize],
-) -> Result<Tensor> {
+fn patch_embed_bwd(g: &Tensor, xshape: &[usize], tops: &[usize], lefts: &[usize]) -> Result<Tensor> {
     let out = {
         let s = g.storage();
         fused::patch_embed_bwd((s.cpu(), g.layout()), xshape, tops, lefts)?
@@ -329,20 +253,12 @@ fn patch_embed_bwd(
 }
 
 /// Composite of [`patch_embed`]: slices, concatenated with the coordinate grid.
-pub fn patch_embed_composite(
-    x: &Tensor,
-    tops: &[usize],
-    lefts: &[usize],
-    ph: usize,
-    pw: usize,
-) -> Result<Tensor> {
+pub fn patch_embed_composite(x: &Tensor, tops: &[usize], lefts: &[usize], ph: usize, pw: usize) -> Result<Tensor> {
     let (h, w) = (x.shape()[2], x.shape()[3]);
     let mut rows = Vec::new();
     for (n, (&t, &l)) in tops.iter().zip(lefts).enumerate() {
         let crop = x.narrow(0, n, 1)?.narrow(2, t, ph)?.narrow(3, l, pw)?;
-        let grid = coord_grid(1, h, w, x.dtype())?
-            .narrow(2, t, ph)?
-            .narrow(3, l, pw)?;
+        let grid = coord_grid(1, h, w, x.dtype())?.narrow(2, t, ph)?.narrow(3, l, pw)?;
         rows.push(Tensor::cat(&[crop, grid], 1)?);
     }
     Tensor::cat(&rows, 0)

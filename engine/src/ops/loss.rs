@@ -7,11 +7,7 @@ impl Tensor {
     /// Mean squared error.
     pub fn mse_loss(&self, target: &Tensor) -> Result<Tensor> {
         if self.shape() != target.shape() {
-            return msg(format!(
-                "mse_loss: prediction {:?} vs target {:?}",
-                self.shape(),
-                target.shape()
-            ));
+            return msg(format!("mse_loss: prediction {:?} vs target {:?}", self.shape(), target.shape()));
         }
         self.sub(target)?.sqr()?.mean_all()
     }
@@ -40,7 +36,6 @@ impl Tensor {
         if c == 0 {
             return msg("cross_entropy over zero classes");
         }
-        nll.mul_scalar(1.0 - label_smoothing)?
-            .add(&smooth.mul_scalar(label_smoothing)?)
+        nll.mul_scalar(1.0 - label_smoothing)?.add(&smooth.mul_scalar(label_smoothing)?)
     }
 }

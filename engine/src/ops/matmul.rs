@@ -10,22 +10,10 @@ impl Tensor {
     /// removed), batch dims broadcast.
     pub fn matmul(&self, other: &Tensor) -> Result<Tensor> {
         if self.rank() == 0 || other.rank() == 0 {
-            return msg(format!(
-                "matmul of 0-d tensors {:?} and {:?}",
-                self.shape(),
-                other.shape()
-            ));
+            return msg(format!("matmul of 0-d tensors {:?} and {:?}", self.shape(), other.shape()));
         }
-        let a = if self.rank() == 1 {
-            self.unsqueeze(0)?
-        } else {
-            self.clone()
-        };
-        let b = if other.rank() == 1 {
-            other.unsqueeze(1)?
-        } else {
-            other.clone()
-        };
+        let a = if self.rank() == 1 { self.unsqueeze(0)? } else { self.clone() };
+        let b = if other.rank() == 1 { other.unsqueeze(1)? } else { other.clone() };
         let mut y = a.matmul_nd(&b)?;
         if other.rank() == 1 {
             y = y.squeeze(-1)?;
@@ -45,16 +33,8 @@ impl Tensor {
         };
         let (a, b) = (self.clone(), other.clone());
         Ok(record(out, "matmul", &[self, other], move |_, g| {
-            let ga = if a.requires_grad() {
-                Some(g.matmul_nd(&b.t()?)?.sum_to_shape(a.shape())?)
-            } else {
-                None
-            };
-            let gb = if b.requires_grad() {
-                Some(a.t()?.matmul_nd(g)?.sum_to_shape(b.shape())?)
-            } else {
-                None
-            };
+            let ga = if a.requires_grad() { Some(g.matmul_nd(&b.t()?)?.sum_to_shape(a.shape())?) } else { None };
+            let gb = if b.requires_grad() { Some(a.t()?.matmul_nd(g)?.sum_to_shape(b.shape())?) } else { None };
             Ok(vec![ga, gb])
         }))
     }

@@ -9,13 +9,7 @@ use scorch_ops::{Cpu, Kernels};
 
 impl Tensor {
     /// Group norm over `[N, C, ...]` with optional per-channel affine.
-    pub fn group_norm(
-        &self,
-        groups: usize,
-        w: Option<&Tensor>,
-        b: Option<&Tensor>,
-        eps: f64,
-    ) -> Result<Tensor> {
+    pub fn group_norm(&self, groups: usize, w: Option<&Tensor>, b: Option<&Tensor>, eps: f64) -> Result<Tensor> {
         fused_norm(self, NormKind::Group(groups), w, b, eps)
     }
     /// Layer norm over the last dim with optional affine.
@@ -29,13 +23,7 @@ impl Tensor {
 }
 
 /// The same normalisation composed from engine functions (reference and double backward).
-pub fn norm_composite(
-    x: &Tensor,
-    kind: NormKind,
-    w: Option<&Tensor>,
-    b: Option<&Tensor>,
-    eps: f64,
-) -> Result<Tensor> {
+pub fn norm_composite(x: &Tensor, kind: NormKind, w: Option<&Tensor>, b: Option<&Tensor>, eps: f64) -> Result<Tensor> {
     let shape = x.shape().to_vec();
     let (y, cshape) = match kind {
         NormKind::Group(g) => {
@@ -69,13 +57,7 @@ pub fn norm_composite(
     }
 }
 
-fn fused_norm(
-    x: &Tensor,
-    kind: NormKind,
-    w: Option<&Tensor>,
-    b: Option<&Tensor>,
-    eps: f64,
-) -> Result<Tensor> {
+fn fused_norm(x: &Tensor, kind: NormKind, w: Option<&Tensor>, b: Option<&Tensor>, eps: f64) -> Result<Tensor> {
     if !x.dtype().is_float() {
         return msg(format!("normalisation of a {} tensor", x.dtype()));
     }
@@ -109,14 +91,7 @@ fn fused_norm(
             let (gs, xs) = (g.storage(), x.storage());
             let ws = w.map(|t| t.storage());
             let wv = w.zip(ws.as_ref()).map(|(t, s)| (s.cpu(), t.layout()));
-            Cpu.norm_bwd(
-                kind,
-                (gs.cpu(), g.layout()),
-                (xs.cpu(), x.layout()),
-                &mean,
-                &rstd,
-                wv,
-            )?
+            Cpu.norm_bwd(kind, (gs.cpu(), g.layout()), (xs.cpu(), x.layout()), &mean, &rstd, wv)?
         };
         let c = [dw.len()];
         let mut r = vec![Some(Tensor::from_cpu(dx, x.shape()))];

@@ -48,9 +48,7 @@ impl Tensor {
         let out = self.reduce_raw(ReduceOp::Sum, &ax, keepdim)?;
         let (shape, kshape) = (self.shape().to_vec(), self.kept_shape(&ax, true));
         Ok(record(out, "sum", &[self], move |_, g| {
-            Ok(vec![Some(
-                g.reshape(&kshape)?.broadcast_to(&shape)?.contiguous()?,
-            )])
+            Ok(vec![Some(g.reshape(&kshape)?.broadcast_to(&shape)?.contiguous()?)])
         }))
     }
 
@@ -70,13 +68,7 @@ impl Tensor {
         self.mean(&[], false)
     }
 
-    fn extreme(
-        &self,
-        op: ReduceOp,
-        axes: &[isize],
-        keepdim: bool,
-        name: &'static str,
-    ) -> Result<Tensor> {
+    fn extreme(&self, op: ReduceOp, axes: &[isize], keepdim: bool, name: &'static str) -> Result<Tensor> {
         let ax = self.axes(axes)?;
         let out = self.reduce_raw(op, &ax, keepdim)?;
         let (x, kshape) = (self.clone(), self.kept_shape(&ax, true));
@@ -129,14 +121,10 @@ impl Tensor {
         let ax = self.axes(axes)?;
         let n: usize = ax.iter().map(|&a| self.shape()[a]).product();
         if n <= correction {
-            return msg(format!(
-                "var over {n} elements with correction {correction}"
-            ));
+            return msg(format!("var over {n} elements with correction {correction}"));
         }
         let d = self.sub(&self.mean(axes, true)?)?;
-        d.sqr()?
-            .sum(axes, keepdim)?
-            .mul_scalar(1.0 / (n - correction) as f64)
+        d.sqr()?.sum(axes, keepdim)?.mul_scalar(1.0 / (n - correction) as f64)
     }
 
     /// Standard deviation (see [`Tensor::var`]).
@@ -150,10 +138,7 @@ impl Tensor {
             return Ok(self.clone());
         }
         if shape.len() > self.rank() {
-            return msg(format!(
-                "sum_to_shape: {:?} cannot reduce to {shape:?}",
-                self.shape()
-            ));
+            return msg(format!("sum_to_shape: {:?} cannot reduce to {shape:?}", self.shape()));
         }
         let lead = self.rank() - shape.len();
         let mut axes: Vec<isize> = (0..lead as isize).collect();
@@ -161,17 +146,10 @@ impl Tensor {
             if d == 1 && self.shape()[lead + i] != 1 {
                 axes.push((lead + i) as isize);
             } else if d != self.shape()[lead + i] {
-                return msg(format!(
-                    "sum_to_shape: {:?} cannot reduce to {shape:?}",
-                    self.shape()
-                ));
+                return msg(format!("sum_to_shape: {:?} cannot reduce to {shape:?}", self.shape()));
             }
         }
-        let s = if axes.is_empty() {
-            self.clone()
-        } else {
-            self.sum(&axes, true)?
-        };
+        let s = if axes.is_empty() { self.clone() } else { self.sum(&axes, true)? };
         s.reshape(shape)
     }
 
@@ -180,10 +158,7 @@ impl Tensor {
         let a = self.axis(axis)?;
         let out = {
             let s = self.storage();
-            Tensor::from_cpu(
-                Cpu.softmax((s.cpu(), self.layout()), a, false)?,
-                self.shape(),
-            )
+            Tensor::from_cpu(Cpu.softmax((s.cpu(), self.layout()), a, false)?, self.shape())
         };
         Ok(record(out, "softmax", &[self], move |ctx, g| {
             let y = ctx.out()?;
@@ -197,10 +172,7 @@ impl Tensor {
         let a = self.axis(axis)?;
         let out = {
             let s = self.storage();
-            Tensor::from_cpu(
-                Cpu.softmax((s.cpu(), self.layout()), a, true)?,
-                self.shape(),
-            )
+            Tensor::from_cpu(Cpu.softmax((s.cpu(), self.layout()), a, true)?, self.shape())
         };
         Ok(record(out, "log_softmax", &[self], move |ctx, g| {
             let p = ctx.out()?.exp()?;

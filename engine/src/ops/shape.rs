@@ -16,9 +16,7 @@ impl Tensor {
             let s = self.storage();
             Tensor::from_cpu(Cpu.contiguous((s.cpu(), self.layout()))?, self.shape())
         };
-        Ok(record(out, "contiguous", &[self], |_, g| {
-            Ok(vec![Some(g.clone())])
-        }))
+        Ok(record(out, "contiguous", &[self], |_, g| Ok(vec![Some(g.clone())])))
     }
 
     /// New shape with the same elements; a view when the strides allow, else a copy.
@@ -42,35 +40,18 @@ impl Tensor {
             }
         };
         let old = self.shape().to_vec();
-        Ok(record(out, "reshape", &[self], move |_, g| {
-            Ok(vec![Some(g.reshape(&old)?)])
-        }))
+        Ok(record(out, "reshape", &[self], move |_, g| Ok(vec![Some(g.reshape(&old)?)])))
     }
 
     /// Reshape with one `-1` inferred.
     pub fn reshape_infer(&self, shape: &[isize]) -> Result<Tensor> {
-        let known: usize = shape
-            .iter()
-            .filter(|&&d| d >= 0)
-            .map(|&d| d as usize)
-            .product();
+        let known: usize = shape.iter().filter(|&&d| d >= 0).map(|&d| d as usize).product();
         let holes = shape.iter().filter(|&&d| d < 0).count();
         if holes > 1 || (holes == 1 && (known == 0 || self.numel() % known != 0)) {
-            return msg(format!(
-                "reshape: cannot infer {shape:?} for {:?}",
-                self.shape()
-            ));
+            return msg(format!("reshape: cannot infer {shape:?} for {:?}", self.shape()));
         }
-        let s: Vec<usize> = shape
-            .iter()
-            .map(|&d| {
-                if d < 0 {
-                    self.numel() / known.max(1)
-                } else {
-                    d as usize
-                }
-            })
-            .collect();
+        let s: Vec<usize> =
+            shape.iter().map(|&d| if d < 0 { self.numel() / known.max(1) } else { d as usize }).collect();
         self.reshape(&s)
     }
 
@@ -81,9 +62,7 @@ impl Tensor {
         for (i, &d) in dims.iter().enumerate() {
             inv[d] = i;
         }
-        Ok(record(out, "permute", &[self], move |_, g| {
-            Ok(vec![Some(g.permute(&inv)?)])
-        }))
+        Ok(record(out, "permute", &[self], move |_, g| Ok(vec![Some(g.permute(&inv)?)])))
     }
 
     /// Swaps two dimensions (negative counts from the end).
@@ -108,32 +87,17 @@ impl Tensor {
     pub fn slice(&self, dim: isize, start: usize, end: usize, step: usize) -> Result<Tensor> {
         let d = self.axis(dim)?;
         if end < start || end > self.shape()[d] {
-            return msg(format!(
-                "slice {start}..{end} out of range for dim {d} of {:?}",
-                self.shape()
-            ));
+            return msg(format!("slice {start}..{end} out of range for dim {d} of {:?}", self.shape()));
         }
-        let len = if step == 0 {
-            0
-        } else {
-            (end - start).div_ceil(step)
-        };
+        let len = if step == 0 { 0 } else { (end - start).div_ceil(step) };
         let out = self.view_with(self.layout().narrow(d, start, len, step)?);
         let full = self.shape().to_vec();
-        Ok(record(out, "slice", &[self], move |_, g| {
-            Ok(vec![Some(g.slice_backward(&full, d, start, step)?)])
-        }))
+        Ok(record(out, "slice", &[self], move |_, g| Ok(vec![Some(g.slice_backward(&full, d, start, step)?)])))
     }
 
     /// Zeros of `full` shape with `self` written at `start, start+step, …` along `dim`
     /// (the adjoint of `slice`).
-    pub(crate) fn slice_backward(
-        &self,
-        full: &[usize],
-        dim: usize,
-        start: usize,
-        step: usize,
-    ) -> Result<Tensor> {
+    pub(crate) fn slice_backward(&self, full: &[usize], dim: usize, start: usize, step: usize) -> Result<Tensor> {
         let out = Tensor::zeros(full, self.dtype())?;
         let len = self.shape()[dim];
         let dst = out.layout().narrow(dim, start, len, step)?;
@@ -162,10 +126,7 @@ impl Tensor {
 
     pub(crate) fn contiguous_raw(&self) -> Result<Tensor> {
         let s = self.storage();
-        Ok(Tensor::from_cpu(
-            Cpu.contiguous((s.cpu(), self.layout()))?,
-            self.shape(),
-        ))
+        Ok(Tensor::from_cpu(Cpu.contiguous((s.cpu(), self.layout()))?, self.shape()))
     }
 
     /// Broadcasts to `shape` (a view with zero strides).
@@ -175,9 +136,7 @@ impl Tensor {
         }
         let out = self.view_with(self.layout().broadcast_to(shape)?);
         let old = self.shape().to_vec();
-        Ok(record(out, "broadcast_to", &[self], move |_, g| {
-            Ok(vec![Some(g.sum_to_shape(&old)?)])
-        }))
+        Ok(record(out, "broadcast_to", &[self], move |_, g| Ok(vec![Some(g.sum_to_shape(&old)?)])))
     }
 
     /// Alias of [`Tensor::broadcast_to`].
@@ -190,10 +149,7 @@ impl Tensor {
         let r = self.rank() as isize + 1;
         let d = if dim < 0 { dim + r } else { dim };
         if d < 0 || d >= r {
-            return msg(format!(
-                "unsqueeze: dim {dim} out of range for rank {}",
-                self.rank()
-            ));
+            return msg(format!("unsqueeze: dim {dim} out of range for rank {}", self.rank()));
         }
         let mut s = self.shape().to_vec();
         s.insert(d as usize, 1);
@@ -244,13 +200,7 @@ impl Tensor {
         let mut total = 0;
         for t in ts {
             if t.rank() != first.rank() || t.dtype() != dtype {
-                return msg(format!(
-                    "cat: {:?} {} vs {:?} {}",
-                    t.shape(),
-                    t.dtype(),
-                    first.shape(),
-                    dtype
-                ));
+                return msg(format!("cat: {:?} {} vs {:?} {}", t.shape(), t.dtype(), first.shape(), dtype));
             }
             for (i, (&x, &y)) in t.shape().iter().zip(first.shape()).enumerate() {
                 if i != d && x != y {
@@ -276,10 +226,7 @@ impl Tensor {
         let out = Tensor::from_parts(out.storage_cell().clone(), Layout::contiguous(&shape));
         let refs: Vec<&Tensor> = ts.iter().collect();
         Ok(record(out, "cat", &refs, move |_, g| {
-            starts
-                .iter()
-                .map(|&(s, l)| g.narrow(d as isize, s, l).map(Some))
-                .collect()
+            starts.iter().map(|&(s, l)| g.narrow(d as isize, s, l).map(Some)).collect()
         }))
     }
 
@@ -296,10 +243,7 @@ impl Tensor {
             return msg("split size must be positive");
         }
         let n = self.shape()[d];
-        (0..n)
-            .step_by(size)
-            .map(|s| self.narrow(d as isize, s, size.min(n - s)))
-            .collect()
+        (0..n).step_by(size).map(|s| self.narrow(d as isize, s, size.min(n - s))).collect()
     }
 
     /// Splits into `n` nearly equal pieces along `dim`.
@@ -314,11 +258,7 @@ impl Tensor {
     /// Constant padding: `pads[i] = (before, after)` for the last `pads.len()` dims.
     pub fn pad(&self, pads: &[(usize, usize)], value: f64) -> Result<Tensor> {
         if pads.len() > self.rank() {
-            return msg(format!(
-                "pad: {} pairs for a rank-{} tensor",
-                pads.len(),
-                self.rank()
-            ));
+            return msg(format!("pad: {} pairs for a rank-{} tensor", pads.len(), self.rank()));
         }
         let lead = self.rank() - pads.len();
         let mut shape = self.shape().to_vec();
@@ -360,15 +300,9 @@ impl Tensor {
     /// that take part in autograd unless gradient recording is off.
     pub fn assign(&self, src: &Tensor) -> Result<()> {
         if crate::autograd::is_grad_enabled() && (self.requires_grad() || src.requires_grad()) {
-            return msg(
-                "in-place assign on a tensor that requires grad; wrap the update in no_grad()",
-            );
+            return msg("in-place assign on a tensor that requires grad; wrap the update in no_grad()");
         }
-        let src = if src.dtype() != self.dtype() {
-            src.cast(self.dtype())?
-        } else {
-            src.clone()
-        };
+        let src = if src.dtype() != self.dtype() { src.cast(self.dtype())? } else { src.clone() };
         let src = src.broadcast_to(self.shape())?;
         self.write_view(&self.layout().clone(), &src)
     }
@@ -381,9 +315,7 @@ impl Tensor {
     /// Deep copy with its own storage (differentiable).
     pub fn copy(&self) -> Result<Tensor> {
         let out = self.contiguous_raw()?;
-        Ok(record(out, "copy", &[self], |_, g| {
-            Ok(vec![Some(g.clone())])
-        }))
+        Ok(record(out, "copy", &[self], |_, g| Ok(vec![Some(g.clone())])))
     }
 
     /// One-hot encoding of integer classes: `[..] → [.., n]` in `dtype`.

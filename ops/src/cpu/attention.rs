@@ -30,7 +30,10 @@ impl AttnGeom {
     /// Validates `q [B,H,Sq,D]`, `k [B,H,Sk,D]`, `v [B,H,Sk,Dv]`.
     pub fn new(q: &[usize], k: &[usize], v: &[usize], scale: Option<f64>, causal: bool) -> Result<AttnGeom> {
         if q.len() != 4 || k.len() != 4 || v.len() != 4 || q[..2] != k[..2] || k[..3] != v[..3] || q[3] != k[3] {
-            return shape_err("attention", format!("q {q:?}, k {k:?}, v {v:?}: need [B,H,Sq,D], [B,H,Sk,D], [B,H,Sk,Dv]"));
+            return shape_err(
+                "attention",
+                format!("q {q:?}, k {k:?}, v {v:?}: need [B,H,Sq,D], [B,H,Sk,D], [B,H,Sk,Dv]"),
+            );
         }
         let d = q[3];
         Ok(AttnGeom {
@@ -54,10 +57,35 @@ impl AttnGeom {
 
 /// Fills `s[bq×bk]` with scaled scores plus mask for query rows `q0..` and key cols `k0..`.
 #[allow(clippy::too_many_arguments)]
-fn scores<T: Float + 'static>(g: &AttnGeom, q: &[T], k: &[T], mask: Option<&[T]>, q0: usize, bq: usize, k0: usize, bk: usize, s: &mut [T]) {
+fn scores<T: Float + 'static>(
+    g: &AttnGeom,
+    q: &[T],
+    k: &[T],
+    mask: Option<&[T]>,
+    q0: usize,
+    bq: usize,
+    k0: usize,
+    bk: usize,
+    s: &mut [T],
+) {
     // SAFETY: q rows q0..q0+bq and k rows k0..k0+bk are in bounds; s holds bq·bk.
     unsafe {
-        gemm_raw(bq, bk, g.d, s.as_mut_ptr(), bk as isize, 1, false, q[q0 * g.d..].as_ptr(), g.d as isize, 1, k[k0 * g.d..].as_ptr(), 1, g.d as isize, 1)
+        gemm_raw(
+            bq,
+            bk,
+            g.d,
+            s.as_mut_ptr(),
+            bk as isize,
+            1,
+            false,
+            q[q0 * g.d..].as_ptr(),
+            g.d as isize,
+            1,
+            k[k0 * g.d..].as_ptr(),
+            1,
+            g.d as isize,
+            1,
+        )
     };
     let sc = T::from(g.scale).unwrap_or_else(T::nan);
     for i in 0..bq {
@@ -74,59 +102,82 @@ fn scores<T: Float + 'static>(g: &AttnGeom, q: &[T], k: &[T], mask: Option<&[T]>
     }
 }
 
-fn fwd_t<T: Float + Send + Sync + 'static>(g: &AttnGeom, q: &[T], k: &[T], v: &[T], mask: Option<&[T]>) -> (Vec<T>, Vec<T>) {
+fn fwd_t<T: Float + Send + Sync + 'static>(
+    g: &AttnGeom,
+    q: &[T],
+    k: &[T],
+    v: &[T],
+    mask: Option<&[T]>,
+) -> (Vec<T>, Vec<T>) {
     let mut out = vec![T::zero(); g.bh * g.sq * g.dv];
     let mut lse = vec![T::zero(); g.bh * g.sq];
-    out.par_chunks_mut((g.sq * g.dv).max(1)).zip(lse.par_chunks_mut(g.sq.max(1))).enumerate().for_each(|(h, (o, l))| {
-        let (q, k, v) = (&q[h * g.sq * g.d..], &k[h * g.sk * g.d..], &v[h * g.sk * g.dv..]);
-        let mask = mask.map(|m| &m[h * g.sq * g.sk..]);
-        let mut s = vec![T::zero(); BQ * BK];
-        let mut acc = vec![T::zero(); BQ * g.dv];
-        let (mut m_run, mut l_run) = (vec![T::neg_infinity(); BQ], vec![T::zero(); BQ]);
-        for q0 in (0..g.sq).step_by(BQ) {
-            let bq = BQ.min(g.sq - q0);
-            acc[..bq * g.dv].fill(T::zero());
-            m_run[..bq].fill(T::neg_infinity());
-            l_run[..bq].fill(T::zero());
-            let k_end = if g.causal { g.sk.min(q0 + bq) } else { g.sk };
-            for k0 in (0..k_end).step_by(BK) {
-                let bk = BK.min(k_end - k0);
-                scores(g, q, k, mask, q0, bq, k0, bk, &mut s);
+    out.par_chunks_mut((g.sq * g.dv).max(1)).zip(lse.par_chunks_mut(g.sq.max(1))).enumerate().for_each(
+        |(h, (o, l))| {
+            let (q, k, v) = (&q[h * g.sq * g.d..], &k[h * g.sk * g.d..], &v[h * g.sk * g.dv..]);
+            let mask = mask.map(|m| &m[h * g.sq * g.sk..]);
+            let mut s = vec![T::zero(); BQ * BK];
+            let mut acc = vec![T::zero(); BQ * g.dv];
+            let (mut m_run, mut l_run) = (vec![T::neg_infinity(); BQ], vec![T::zero(); BQ]);
+            for q0 in (0..g.sq).step_by(BQ) {
+                let bq = BQ.min(g.sq - q0);
+                acc[..bq * g.dv].fill(T::zero());
+                m_run[..bq].fill(T::neg_infinity());
+                l_run[..bq].fill(T::zero());
+                let k_end = if g.causal { g.sk.min(q0 + bq) } else { g.sk };
+                for k0 in (0..k_end).step_by(BK) {
+                    let bk = BK.min(k_end - k0);
+                    scores(g, q, k, mask, q0, bq, k0, bk, &mut s);
+                    for i in 0..bq {
+                        let row = &mut s[i * bk..(i + 1) * bk];
+                        let mx = row.iter().fold(T::neg_infinity(), |a, &b| a.max(b));
+                        let m_new = m_run[i].max(mx);
+                        if m_new == T::neg_infinity() {
+                            row.fill(T::zero());
+                            continue;
+                        }
+                        let corr = (m_run[i] - m_new).exp();
+                        let mut sum = T::zero();
+                        for x in row.iter_mut() {
+                            *x = (*x - m_new).exp();
+                            sum = sum + *x;
+                        }
+                        l_run[i] = l_run[i] * corr + sum;
+                        m_run[i] = m_new;
+                        for a in &mut acc[i * g.dv..(i + 1) * g.dv] {
+                            *a = *a * corr;
+                        }
+                    }
+                    // acc += P · V_blk.
+                    // SAFETY: extents in bounds.
+                    unsafe {
+                        gemm_raw(
+                            bq,
+                            g.dv,
+                            bk,
+                            acc.as_mut_ptr(),
+                            g.dv as isize,
+                            1,
+                            true,
+                            s.as_ptr(),
+                            bk as isize,
+                            1,
+                            v[k0 * g.dv..].as_ptr(),
+                            g.dv as isize,
+                            1,
+                            1,
+                        )
+                    };
+                }
                 for i in 0..bq {
-                    let row = &mut s[i * bk..(i + 1) * bk];
-                    let mx = row.iter().fold(T::neg_infinity(), |a, &b| a.max(b));
-                    let m_new = m_run[i].max(mx);
-                    if m_new == T::neg_infinity() {
-                        row.fill(T::zero());
-                        continue;
+                    let inv = if l_run[i] > T::zero() { l_run[i].recip() } else { T::zero() };
+                    for c in 0..g.dv {
+                        o[(q0 + i) * g.dv + c] = acc[i * g.dv + c] * inv;
                     }
-                    let corr = (m_run[i] - m_new).exp();
-                    let mut sum = T::zero();
-                    for x in row.iter_mut() {
-                        *x = (*x - m_new).exp();
-                        sum = sum + *x;
-                    }
-                    l_run[i] = l_run[i] * corr + sum;
-                    m_run[i] = m_new;
-                    for a in &mut acc[i * g.dv..(i + 1) * g.dv] {
-                        *a = *a * corr;
-                    }
+                    l[q0 + i] = m_run[i] + l_run[i].ln();
                 }
-                // acc += P · V_blk.
-                // SAFETY: extents in bounds.
-                unsafe {
-                    gemm_raw(bq, g.dv, bk, acc.as_mut_ptr(), g.dv as isize, 1, true, s.as_ptr(), bk as isize, 1, v[k0 * g.dv..].as_ptr(), g.dv as isize, 1, 1)
-                };
             }
-            for i in 0..bq {
-                let inv = if l_run[i] > T::zero() { l_run[i].recip() } else { T::zero() };
-                for c in 0..g.dv {
-                    o[(q0 + i) * g.dv + c] = acc[i * g.dv + c] * inv;
-                }
-                l[q0 + i] = m_run[i] + l_run[i].ln();
-            }
-        }
-    });
+        },
+    );
     (out, lse)
 }
 
@@ -152,9 +203,8 @@ fn bwd_t<T: Float + Send + Sync + 'static>(
             let (q, k, v) = (&q[h * g.sq * g.d..], &k[h * g.sk * g.d..], &v[h * g.sk * g.dv..]);
             let (o, go, lse) = (&o[h * g.sq * g.dv..], &go[h * g.sq * g.dv..], &lse[h * g.sq..]);
             let mask = mask.map(|m| &m[h * g.sq * g.sk..]);
-            let delta: Vec<T> = (0..g.sq)
-                .map(|i| (0..g.dv).fold(T::zero(), |a, c| a + go[i * g.dv + c] * o[i * g.dv + c]))
-                .collect();
+            let delta: Vec<T> =
+                (0..g.sq).map(|i| (0..g.dv).fold(T::zero(), |a, c| a + go[i * g.dv + c] * o[i * g.dv + c])).collect();
             let mut p = vec![T::zero(); BQ * BK];
             let mut dp = vec![T::zero(); BQ * BK];
             for q0 in (0..g.sq).step_by(BQ) {
@@ -166,15 +216,49 @@ fn bwd_t<T: Float + Send + Sync + 'static>(
                     for i in 0..bq {
                         let l = lse[q0 + i];
                         for x in &mut p[i * bk..(i + 1) * bk] {
-                            *x = if l == T::neg_infinity() || *x == T::neg_infinity() { T::zero() } else { (*x - l).exp() };
+                            *x = if l == T::neg_infinity() || *x == T::neg_infinity() {
+                                T::zero()
+                            } else {
+                                (*x - l).exp()
+                            };
                         }
                     }
                     // SAFETY (all gemm calls below): extents in bounds of the per-head slices.
                     unsafe {
                         // dV_blk += Pᵀ · dO_blk.
-                        gemm_raw(bk, g.dv, bq, dv[k0 * g.dv..].as_mut_ptr(), g.dv as isize, 1, true, p.as_ptr(), 1, bk as isize, go[q0 * g.dv..].as_ptr(), g.dv as isize, 1, 1);
+                        gemm_raw(
+                            bk,
+                            g.dv,
+                            bq,
+                            dv[k0 * g.dv..].as_mut_ptr(),
+                            g.dv as isize,
+                            1,
+                            true,
+                            p.as_ptr(),
+                            1,
+                            bk as isize,
+                            go[q0 * g.dv..].as_ptr(),
+                            g.dv as isize,
+                            1,
+                            1,
+                        );
                         // dP = dO_blk · V_blkᵀ.
-                        gemm_raw(bq, bk, g.dv, dp.as_mut_ptr(), bk as isize, 1, false, go[q0 * g.dv..].as_ptr(), g.dv as isize, 1, v[k0 * g.dv..].as_ptr(), 1, g.dv as isize, 1);
+                        gemm_raw(
+                            bq,
+                            bk,
+                            g.dv,
+                            dp.as_mut_ptr(),
+                            bk as isize,
+                            1,
+                            false,
+                            go[q0 * g.dv..].as_ptr(),
+                            g.dv as isize,
+                            1,
+                            v[k0 * g.dv..].as_ptr(),
+                            1,
+                            g.dv as isize,
+                            1,
+                        );
                     }
                     // dS = P ⊙ (dP − δ) · scale, stored in dp.
                     for i in 0..bq {
@@ -185,9 +269,39 @@ fn bwd_t<T: Float + Send + Sync + 'static>(
                     }
                     unsafe {
                         // dQ_blk += dS · K_blk.
-                        gemm_raw(bq, g.d, bk, dq[q0 * g.d..].as_mut_ptr(), g.d as isize, 1, true, dp.as_ptr(), bk as isize, 1, k[k0 * g.d..].as_ptr(), g.d as isize, 1, 1);
+                        gemm_raw(
+                            bq,
+                            g.d,
+                            bk,
+                            dq[q0 * g.d..].as_mut_ptr(),
+                            g.d as isize,
+                            1,
+                            true,
+                            dp.as_ptr(),
+                            bk as isize,
+                            1,
+                            k[k0 * g.d..].as_ptr(),
+                            g.d as isize,
+                            1,
+                            1,
+                        );
                         // dK_blk += dSᵀ · Q_blk.
-                        gemm_raw(bk, g.d, bq, dk[k0 * g.d..].as_mut_ptr(), g.d as isize, 1, true, dp.as_ptr(), 1, bk as isize, q[q0 * g.d..].as_ptr(), g.d as isize, 1, 1);
+                        gemm_raw(
+                            bk,
+                            g.d,
+                            bq,
+                            dk[k0 * g.d..].as_mut_ptr(),
+                            g.d as isize,
+                            1,
+                            true,
+                            dp.as_ptr(),
+                            1,
+                            bk as isize,
+                            q[q0 * g.d..].as_ptr(),
+                            g.d as isize,
+                            1,
+                            1,
+                        );
                     }
                 }
             }
@@ -290,7 +404,10 @@ pub fn attention_bwd(
 ) -> Result<(CpuStorage, CpuStorage, CpuStorage)> {
     let g = AttnGeom::new(&q.1.shape, &k.1.shape, &v.1.shape, scale, causal)?;
     if grad_out.1.shape != out.1.shape || out.1.shape[..3] != q.1.shape[..3] || out.1.shape[3] != g.dv {
-        return shape_err("attention backward", format!("grad {:?} / out {:?} vs q {:?}", grad_out.1.shape, out.1.shape, q.1.shape));
+        return shape_err(
+            "attention backward",
+            format!("grad {:?} / out {:?} vs q {:?}", grad_out.1.shape, out.1.shape, q.1.shape),
+        );
     }
     same_float("attention backward", &[q.0, k.0, v.0, out.0, grad_out.0])?;
     let mf = mask_full(&g, q.1, mask)?;

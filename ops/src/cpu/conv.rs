@@ -59,7 +59,10 @@ impl ConvGeom {
         let eff_h = p.dilation[0] * (kh.max(1) - 1) + 1;
         let eff_w = p.dilation[1] * (kw.max(1) - 1) + 1;
         if kh == 0 || kw == 0 || h + 2 * p.padding[0] < eff_h || w + 2 * p.padding[1] < eff_w {
-            return shape_err("conv2d", format!("kernel {kh}×{kw} (dilation {:?}) larger than padded input {h}×{w}", p.dilation));
+            return shape_err(
+                "conv2d",
+                format!("kernel {kh}×{kw} (dilation {:?}) larger than padded input {h}×{w}", p.dilation),
+            );
         }
         let ho = (h + 2 * p.padding[0] - eff_h) / p.stride[0] + 1;
         let wo = (w + 2 * p.padding[1] - eff_w) / p.stride[1] + 1;
@@ -207,7 +210,22 @@ fn bwd_data_t<T: Float + Send + Sync + 'static>(gy: &[T], wt: &[T], g: &ConvGeom
             // W_gᵀ [kr × cog] · gy_g [cog × pix].
             // SAFETY: all extents are within the buffers sized above.
             unsafe {
-                gemm_raw(kr, pix, cog, dst, pix as isize, 1, false, wt[gi * cog * kr..].as_ptr(), 1, kr as isize, gys.as_ptr(), pix as isize, 1, threads)
+                gemm_raw(
+                    kr,
+                    pix,
+                    cog,
+                    dst,
+                    pix as isize,
+                    1,
+                    false,
+                    wt[gi * cog * kr..].as_ptr(),
+                    1,
+                    kr as isize,
+                    gys.as_ptr(),
+                    pix as isize,
+                    1,
+                    threads,
+                )
             };
             if !g.is_pointwise() {
                 col2im(&cols, g, dst_group);
@@ -294,8 +312,12 @@ fn dispatch2(
         return Err(Error::DTypeMismatch { op, lhs: a.dtype(), rhs: b.dtype() });
     }
     Ok(match (a, b) {
-        (CpuStorage::F32(x), CpuStorage::F32(y)) => CpuStorage::F32(k32(&gather_strided(x, la), &gather_strided(y, lb))),
-        (CpuStorage::F64(x), CpuStorage::F64(y)) => CpuStorage::F64(k64(&gather_strided(x, la), &gather_strided(y, lb))),
+        (CpuStorage::F32(x), CpuStorage::F32(y)) => {
+            CpuStorage::F32(k32(&gather_strided(x, la), &gather_strided(y, lb)))
+        }
+        (CpuStorage::F64(x), CpuStorage::F64(y)) => {
+            CpuStorage::F64(k64(&gather_strided(x, la), &gather_strided(y, lb)))
+        }
         _ if a.dtype().is_half() => {
             let (x, y) = (half_to_f32(a, la).expect("half"), half_to_f32(b, lb).expect("half"));
             f32_to_dtype(k32(&x, &y), a.dtype())
@@ -305,7 +327,13 @@ fn dispatch2(
 }
 
 /// conv2d forward: `[N, Cin, H, W] ⋆ [Cout, Cin/g, kh, kw] → [N, Cout, Ho, Wo]`.
-pub fn conv2d(x: &CpuStorage, lx: &Layout, w: &CpuStorage, lw: &Layout, p: Conv2dParams) -> Result<(CpuStorage, ConvGeom)> {
+pub fn conv2d(
+    x: &CpuStorage,
+    lx: &Layout,
+    w: &CpuStorage,
+    lw: &Layout,
+    p: Conv2dParams,
+) -> Result<(CpuStorage, ConvGeom)> {
     let g = ConvGeom::new(&lx.shape, &lw.shape, p)?;
     let out = dispatch2("conv2d", x, lx, w, lw, |a, b| fwd_t(a, b, &g), |a, b| fwd_t(a, b, &g))?;
     Ok((out, g))
@@ -351,6 +379,7 @@ pub fn conv2d_bwd_weight(
             format!("output gradient {:?} does not match input {:?} and weight {:?}", lgy.shape, lx.shape, wshape),
         );
     }
-    let out = dispatch2("conv2d_bwd_weight", x, lx, gy, lgy, |a, b| bwd_weight_t(a, b, &g), |a, b| bwd_weight_t(a, b, &g))?;
+    let out =
+        dispatch2("conv2d_bwd_weight", x, lx, gy, lgy, |a, b| bwd_weight_t(a, b, &g), |a, b| bwd_weight_t(a, b, &g))?;
     Ok((out, g))
 }

@@ -366,7 +366,13 @@ pub fn unary(op: UnaryOp, s: &CpuStorage, l: &Layout) -> Result<CpuStorage> {
 }
 
 /// Binary op with NumPy broadcasting. Both operands must have the same dtype.
-pub fn binary(op: BinaryOp, a: &CpuStorage, la: &Layout, b: &CpuStorage, lb: &Layout) -> Result<(CpuStorage, Vec<usize>)> {
+pub fn binary(
+    op: BinaryOp,
+    a: &CpuStorage,
+    la: &Layout,
+    b: &CpuStorage,
+    lb: &Layout,
+) -> Result<(CpuStorage, Vec<usize>)> {
     if a.dtype() != b.dtype() {
         return Err(Error::DTypeMismatch { op: "binary", lhs: a.dtype(), rhs: b.dtype() });
     }
@@ -388,7 +394,9 @@ pub fn binary(op: BinaryOp, a: &CpuStorage, la: &Layout, b: &CpuStorage, lb: &La
             (CpuStorage::F16(x), CpuStorage::F16(y)) => {
                 CpuStorage::F16(map2(x, &la, y, &lb, |p, q| f16::from_f32(op.arith(p.to_f32(), q.to_f32()))))
             }
-            (CpuStorage::I64(x), CpuStorage::I64(y)) => CpuStorage::I64(map2(x, &la, y, &lb, |p, q| int_arith(op, p, q))),
+            (CpuStorage::I64(x), CpuStorage::I64(y)) => {
+                CpuStorage::I64(map2(x, &la, y, &lb, |p, q| int_arith(op, p, q)))
+            }
             (CpuStorage::I32(x), CpuStorage::I32(y)) => {
                 CpuStorage::I32(map2(x, &la, y, &lb, |p, q| int_arith(op, p as i64, q as i64) as i32))
             }

@@ -219,7 +219,12 @@ pub fn beta_klub(xh: (&CpuStorage, &Layout), x: (&CpuStorage, &Layout), p: &Klub
 }
 
 /// Gradient of [`beta_klub`] w.r.t. x̂ for upstream `g` (x is data and gets none).
-pub fn beta_klub_bwd(xh: (&CpuStorage, &Layout), x: (&CpuStorage, &Layout), p: &KlubParams, g: (&CpuStorage, &Layout)) -> Result<CpuStorage> {
+pub fn beta_klub_bwd(
+    xh: (&CpuStorage, &Layout),
+    x: (&CpuStorage, &Layout),
+    p: &KlubParams,
+    g: (&CpuStorage, &Layout),
+) -> Result<CpuStorage> {
     let per = klub_shapes(xh.1, x.1, p)?;
     let (a, b) = (float_f64("beta_klub", xh.0, xh.1)?, float_f64("beta_klub", x.0, x.1)?);
     let gv = float_f64("beta_klub backward", g.0, g.1)?;
@@ -239,7 +244,13 @@ pub fn beta_klub_bwd(xh: (&CpuStorage, &Layout), x: (&CpuStorage, &Layout), p: &
 /// Crops `[B, C, H, W]` at per-sample top-left corners to `[B, C+2, ph, pw]`, appending the
 /// coordinate channels of Patch Diffusion: channel C = 2(j+c)/(W−1) − 1 (horizontal),
 /// channel C+1 = 2(i+r)/(H−1) − 1 (vertical), so the full image spans [−1, 1].
-pub fn patch_embed(x: (&CpuStorage, &Layout), tops: &[usize], lefts: &[usize], ph: usize, pw: usize) -> Result<CpuStorage> {
+pub fn patch_embed(
+    x: (&CpuStorage, &Layout),
+    tops: &[usize],
+    lefts: &[usize],
+    ph: usize,
+    pw: usize,
+) -> Result<CpuStorage> {
     let s = &x.1.shape;
     if s.len() != 4 || tops.len() != s[0] || lefts.len() != s[0] {
         return shape_err("patch_embed", format!("input {s:?} needs [B,C,H,W] and one corner per sample"));
@@ -251,7 +262,13 @@ pub fn patch_embed(x: (&CpuStorage, &Layout), tops: &[usize], lefts: &[usize], p
         }
     }
     let v = float_f64("patch_embed", x.0, x.1)?;
-    let coord = |p: usize, size: usize| if size > 1 { 2.0 * p as f64 / (size - 1) as f64 - 1.0 } else { 0.0 };
+    let coord = |p: usize, size: usize| {
+        if size > 1 {
+            2.0 * p as f64 / (size - 1) as f64 - 1.0
+        } else {
+            0.0
+        }
+    };
     let plane = ph * pw;
     let mut out = vec![0f64; b * (c + 2) * plane];
     out.par_chunks_mut(((c + 2) * plane).max(1)).enumerate().for_each(|(n, o)| {
@@ -274,7 +291,12 @@ pub fn patch_embed(x: (&CpuStorage, &Layout), tops: &[usize], lefts: &[usize], p
 
 /// Gradient of [`patch_embed`] w.r.t. the image: each crop's first C channels go back to
 /// where they were cut from (overlaps are impossible: one crop per sample).
-pub fn patch_embed_bwd(g: (&CpuStorage, &Layout), xshape: &[usize], tops: &[usize], lefts: &[usize]) -> Result<CpuStorage> {
+pub fn patch_embed_bwd(
+    g: (&CpuStorage, &Layout),
+    xshape: &[usize],
+    tops: &[usize],
+    lefts: &[usize],
+) -> Result<CpuStorage> {
     let (b, c, h, w) = (xshape[0], xshape[1], xshape[2], xshape[3]);
     let gs = &g.1.shape;
     if gs.len() != 4 || gs[0] != b || gs[1] != c + 2 {
@@ -298,7 +320,13 @@ pub fn patch_embed_bwd(g: (&CpuStorage, &Layout), xshape: &[usize], tops: &[usiz
 
 /// The full-image coordinate grid used at sampling: `[B, 2, H, W]`.
 pub fn coord_grid(b: usize, h: usize, w: usize) -> Vec<f64> {
-    let coord = |p: usize, size: usize| if size > 1 { 2.0 * p as f64 / (size - 1) as f64 - 1.0 } else { 0.0 };
+    let coord = |p: usize, size: usize| {
+        if size > 1 {
+            2.0 * p as f64 / (size - 1) as f64 - 1.0
+        } else {
+            0.0
+        }
+    };
     let mut out = Vec::with_capacity(b * 2 * h * w);
     for _ in 0..b {
         for r in 0..h {
@@ -318,13 +346,20 @@ pub fn coord_grid(b: usize, h: usize, w: usize) -> Vec<f64> {
 
 /// SiD's fake-score loss per sample, `L_b = λ_b Σ_i (D_i − y_i)²` (EDM's weighted denoising
 /// loss applied to generator samples). Returns `[B]`.
-pub fn sid_fake_score_loss(denoised: (&CpuStorage, &Layout), target: (&CpuStorage, &Layout), weight: &[f64]) -> Result<CpuStorage> {
+pub fn sid_fake_score_loss(
+    denoised: (&CpuStorage, &Layout),
+    target: (&CpuStorage, &Layout),
+    weight: &[f64],
+) -> Result<CpuStorage> {
     same_shapes("sid_fake_score_loss", &[denoised.1, target.1])?;
     let b = denoised.1.shape[0];
     if weight.len() != b {
         return shape_err("sid_fake_score_loss", format!("{} weights for a batch of {b}", weight.len()));
     }
-    let (d, y) = (float_f64("sid_fake_score_loss", denoised.0, denoised.1)?, float_f64("sid_fake_score_loss", target.0, target.1)?);
+    let (d, y) = (
+        float_f64("sid_fake_score_loss", denoised.0, denoised.1)?,
+        float_f64("sid_fake_score_loss", target.0, target.1)?,
+    );
     let per = d.len() / b.max(1);
     let out: Vec<f64> = (0..b)
         .into_par_iter()
@@ -346,9 +381,15 @@ pub fn sid_fake_score_loss_bwd(
     if weight.len() != b || gv.len() != b {
         return shape_err("sid_fake_score_loss backward", format!("weights/grads must have {b} entries"));
     }
-    let (d, y) = (float_f64("sid_fake_score_loss", denoised.0, denoised.1)?, float_f64("sid_fake_score_loss", target.0, target.1)?);
+    let (d, y) = (
+        float_f64("sid_fake_score_loss", denoised.0, denoised.1)?,
+        float_f64("sid_fake_score_loss", target.0, target.1)?,
+    );
     let per = d.len() / b.max(1);
-    let gd: Vec<f64> = (0..d.len()).into_par_iter().map(|i| 2.0 * weight[i / per.max(1)] * gv[i / per.max(1)] * (d[i] - y[i])).collect();
+    let gd: Vec<f64> = (0..d.len())
+        .into_par_iter()
+        .map(|i| 2.0 * weight[i / per.max(1)] * gv[i / per.max(1)] * (d[i] - y[i]))
+        .collect();
     let dt = denoised.0.dtype();
     Ok((CpuStorage::from_f64_iter(dt, gd.iter().copied()), CpuStorage::from_f64_iter(dt, gd.iter().map(|v| -v))))
 }

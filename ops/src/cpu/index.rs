@@ -61,7 +61,14 @@ pub fn index_add(src: &CpuStorage, ls: &Layout, dim: usize, idx: &[usize], size:
     )
 }
 
-fn index_add_t<T: num_traits::Float + Send + Sync>(s: &[T], outer: usize, n: usize, inner: usize, idx: &[usize], size: usize) -> Vec<T> {
+fn index_add_t<T: num_traits::Float + Send + Sync>(
+    s: &[T],
+    outer: usize,
+    n: usize,
+    inner: usize,
+    idx: &[usize],
+    size: usize,
+) -> Vec<T> {
     let mut out = vec![T::zero(); outer * size * inner];
     out.par_chunks_mut((size * inner).max(1)).enumerate().for_each(|(o, dst)| {
         for (i, &t) in idx.iter().enumerate() {

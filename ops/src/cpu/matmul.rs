@@ -64,8 +64,10 @@ pub fn matmul_shape(a: &[usize], b: &[usize]) -> Result<Vec<usize>> {
     if k != k2 {
         return shape_err("matmul", format!("inner dimensions differ: {a:?} @ {b:?}"));
     }
-    let mut batch = broadcast_shapes(&a[..a.len() - 2], &b[..b.len() - 2])
-        .map_err(|_| Error::Shape { op: "matmul", detail: format!("batch dims of {a:?} and {b:?} do not broadcast") })?;
+    let mut batch = broadcast_shapes(&a[..a.len() - 2], &b[..b.len() - 2]).map_err(|_| Error::Shape {
+        op: "matmul",
+        detail: format!("batch dims of {a:?} and {b:?} do not broadcast"),
+    })?;
     batch.push(m);
     batch.push(n);
     Ok(batch)

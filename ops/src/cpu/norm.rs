@@ -65,18 +65,26 @@ impl NormGeom {
     }
 }
 
-fn fwd_t<T: Float + Send + Sync>(x: &[T], w: Option<&[T]>, b: Option<&[T]>, g: &NormGeom, eps: f64) -> (Vec<T>, Vec<T>, Vec<T>) {
+fn fwd_t<T: Float + Send + Sync>(
+    x: &[T],
+    w: Option<&[T]>,
+    b: Option<&[T]>,
+    g: &NormGeom,
+    eps: f64,
+) -> (Vec<T>, Vec<T>, Vec<T>) {
     let len = g.len();
     let mut y = vec![T::zero(); x.len()];
     let mut mean = vec![T::zero(); g.rows];
     let mut rstd = vec![T::zero(); g.rows];
     let cv = |v: f64| T::from(v).unwrap_or_else(T::nan);
-    y.par_chunks_mut(len.max(1))
-        .zip(mean.par_iter_mut().zip(rstd.par_iter_mut()))
-        .enumerate()
-        .for_each(|(r, (yr, (m, rs)))| {
+    y.par_chunks_mut(len.max(1)).zip(mean.par_iter_mut().zip(rstd.par_iter_mut())).enumerate().for_each(
+        |(r, (yr, (m, rs)))| {
             let xr = &x[r * len..(r + 1) * len];
-            let mu = if g.center { xr.iter().map(|v| v.to_f64().unwrap_or(f64::NAN)).sum::<f64>() / len as f64 } else { 0.0 };
+            let mu = if g.center {
+                xr.iter().map(|v| v.to_f64().unwrap_or(f64::NAN)).sum::<f64>() / len as f64
+            } else {
+                0.0
+            };
             let var = xr.iter().map(|v| (v.to_f64().unwrap_or(f64::NAN) - mu).powi(2)).sum::<f64>() / len as f64;
             let inv = 1.0 / (var + eps).sqrt();
             *m = cv(mu);
@@ -91,7 +99,8 @@ fn fwd_t<T: Float + Send + Sync>(x: &[T], w: Option<&[T]>, b: Option<&[T]>, g: &
                     yr[i] = xr[i] * scale + shift;
                 }
             }
-        });
+        },
+    );
     (y, mean, rstd)
 }
 
@@ -173,7 +182,14 @@ fn as_f64s(s: Opt) -> Option<Vec<f64>> {
 }
 
 /// Forward: returns (y, mean, rstd); mean/rstd have one entry per row.
-pub fn norm_fwd(kind: NormKind, x: &CpuStorage, lx: &Layout, w: Opt, b: Opt, eps: f64) -> Result<(CpuStorage, CpuStorage, CpuStorage)> {
+pub fn norm_fwd(
+    kind: NormKind,
+    x: &CpuStorage,
+    lx: &Layout,
+    w: Opt,
+    b: Opt,
+    eps: f64,
+) -> Result<(CpuStorage, CpuStorage, CpuStorage)> {
     let g = NormGeom::new(kind, &lx.shape)?;
     affine_check("weight", w.map(|p| p.1), g.channels)?;
     affine_check("bias", b.map(|p| p.1), g.channels)?;

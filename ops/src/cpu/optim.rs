@@ -95,9 +95,7 @@ struct AdamScalars<T> {
 impl<T: OptimFloat> AdamScalars<T> {
     fn new(step: u64, p: &AdamParams) -> Result<Self> {
         if step == 0 {
-            return Err(Error::Msg(
-                "adam: the step count starts at 1 (bias correction divides by 1 − β₁^step)".into(),
-            ));
+            return Err(Error::Msg("adam: the step count starts at 1 (bias correction divides by 1 − β₁^step)".into()));
         }
         let bias_correction1 = 1.0 - p.beta1.powf(step as f64);
         let bias_correction2 = 1.0 - p.beta2.powf(step as f64);
@@ -134,10 +132,7 @@ impl<T: OptimFloat> AdamScalars<T> {
 fn check_lens(op: &'static str, n: usize, others: &[(&str, usize)]) -> Result<()> {
     for &(what, len) in others {
         if len != n {
-            return shape_err(
-                op,
-                format!("{what} has {len} elements, the parameter has {n}"),
-            );
+            return shape_err(op, format!("{what} has {len} elements, the parameter has {n}"));
         }
     }
     Ok(())
@@ -153,15 +148,7 @@ pub fn adam_update<T: OptimFloat>(
     step: u64,
     hp: &AdamParams,
 ) -> Result<()> {
-    check_lens(
-        "adam",
-        p.len(),
-        &[
-            ("grad", g.len()),
-            ("exp_avg", m.len()),
-            ("exp_avg_sq", v.len()),
-        ],
-    )?;
+    check_lens("adam", p.len(), &[("grad", g.len()), ("exp_avg", m.len()), ("exp_avg_sq", v.len())])?;
     let s = AdamScalars::<T>::new(step, hp)?;
     p.par_chunks_mut(CHUNK)
         .zip(g.par_chunks(CHUNK))
@@ -184,76 +171,41 @@ pub fn adam_update_reference<T: OptimFloat>(
     step: u64,
     hp: &AdamParams,
 ) -> Result<()> {
-    check_lens(
-        "adam",
-        p.len(),
-        &[
-            ("grad", g.len()),
-            ("exp_avg", m.len()),
-            ("exp_avg_sq", v.len()),
-        ],
-    )?;
+    check_lens("adam", p.len(), &[("grad", g.len()), ("exp_avg", m.len()), ("exp_avg_sq", v.len())])?;
     let c = T::cv;
     let mut g = g.to_vec();
     if hp.weight_decay != 0.0 {
         if hp.decoupled {
             // param.mul_(1 - lr * weight_decay)
-            p.iter_mut()
-                .for_each(|p| *p = *p * c(1.0 - hp.lr * hp.weight_decay));
+            p.iter_mut().for_each(|p| *p = *p * c(1.0 - hp.lr * hp.weight_decay));
         } else {
             // grad = grad.add(param, alpha=weight_decay)
-            g.iter_mut()
-                .zip(p.iter())
-                .for_each(|(g, &p)| *g = *g + c(hp.weight_decay) * p);
+            g.iter_mut().zip(p.iter()).for_each(|(g, &p)| *g = *g + c(hp.weight_decay) * p);
         }
     }
     // exp_avg.lerp_(grad, 1 - beta1)
-    m.iter_mut()
-        .zip(&g)
-        .for_each(|(m, &g)| *m = lerp(*m, g, c(1.0 - hp.beta1)));
+    m.iter_mut().zip(&g).for_each(|(m, &g)| *m = lerp(*m, g, c(1.0 - hp.beta1)));
     // exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
     v.iter_mut().for_each(|v| *v = *v * c(hp.beta2));
-    v.iter_mut()
-        .zip(&g)
-        .for_each(|(v, &g)| *v = *v + c(1.0 - hp.beta2) * g * g);
+    v.iter_mut().zip(&g).for_each(|(v, &g)| *v = *v + c(1.0 - hp.beta2) * g * g);
     let bias_correction1 = 1.0 - hp.beta1.powf(step as f64);
     let bias_correction2 = 1.0 - hp.beta2.powf(step as f64);
     let step_size = hp.lr / bias_correction1;
     // denom = (exp_avg_sq.sqrt() / bias_correction2_sqrt).add_(eps)
-    let denom: Vec<T> = v
-        .iter()
-        .map(|&v| v.sqrt() / c(bias_correction2.sqrt()) + c(hp.eps))
-        .collect();
+    let denom: Vec<T> = v.iter().map(|&v| v.sqrt() / c(bias_correction2.sqrt()) + c(hp.eps)).collect();
     // param.addcdiv_(exp_avg, denom, value=-step_size)
-    p.iter_mut()
-        .zip(m.iter().zip(&denom))
-        .for_each(|(p, (&m, &d))| *p = *p + c(-step_size) * m / d);
+    p.iter_mut().zip(m.iter().zip(&denom)).for_each(|(p, (&m, &d))| *p = *p + c(-step_size) * m / d);
     Ok(())
 }
 
 /// One fused SGD step. `buf` is the momentum buffer (ignored when `momentum == 0`);
 /// `first` says it holds nothing yet, in which case it is set to the gradient (PyTorch's
 /// `torch.clone(d_p)`), without dampening.
-pub fn sgd_update<T: OptimFloat>(
-    p: &mut [T],
-    g: &[T],
-    buf: &mut [T],
-    first: bool,
-    hp: &SgdParams,
-) -> Result<()> {
+pub fn sgd_update<T: OptimFloat>(p: &mut [T], g: &[T], buf: &mut [T], first: bool, hp: &SgdParams) -> Result<()> {
     let with_momentum = hp.momentum != 0.0;
     let buf_len = if with_momentum { buf.len() } else { p.len() };
-    check_lens(
-        "sgd",
-        p.len(),
-        &[("grad", g.len()), ("momentum_buffer", buf_len)],
-    )?;
-    let (lr, wd, mu, damp) = (
-        T::cv(-hp.lr),
-        T::cv(hp.weight_decay),
-        T::cv(hp.momentum),
-        T::cv(1.0 - hp.dampening),
-    );
+    check_lens("sgd", p.len(), &[("grad", g.len()), ("momentum_buffer", buf_len)])?;
+    let (lr, wd, mu, damp) = (T::cv(-hp.lr), T::cv(hp.weight_decay), T::cv(hp.momentum), T::cv(1.0 - hp.dampening));
     let nesterov = hp.nesterov;
     let update = move |p: &mut T, g: T, b: Option<&mut T>| {
         let mut d = g;
@@ -267,22 +219,17 @@ pub fn sgd_update<T: OptimFloat>(
         *p = *p + lr * d;
     };
     if with_momentum {
-        p.par_chunks_mut(CHUNK)
-            .zip(g.par_chunks(CHUNK))
-            .zip(buf.par_chunks_mut(CHUNK))
-            .for_each(|((pc, gc), bc)| {
-                for ((p, &g), b) in pc.iter_mut().zip(gc).zip(bc.iter_mut()) {
-                    update(p, g, Some(b));
-                }
-            });
+        p.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK)).zip(buf.par_chunks_mut(CHUNK)).for_each(|((pc, gc), bc)| {
+            for ((p, &g), b) in pc.iter_mut().zip(gc).zip(bc.iter_mut()) {
+                update(p, g, Some(b));
+            }
+        });
     } else {
-        p.par_chunks_mut(CHUNK)
-            .zip(g.par_chunks(CHUNK))
-            .for_each(|(pc, gc)| {
-                for (p, &g) in pc.iter_mut().zip(gc) {
-                    update(p, g, None);
-                }
-            });
+        p.par_chunks_mut(CHUNK).zip(g.par_chunks(CHUNK)).for_each(|(pc, gc)| {
+            for (p, &g) in pc.iter_mut().zip(gc) {
+                update(p, g, None);
+            }
+        });
     }
     Ok(())
 }
@@ -291,23 +238,17 @@ pub fn sgd_update<T: OptimFloat>(
 pub fn ema_update<T: OptimFloat>(shadow: &mut [T], x: &[T], beta: f64) -> Result<()> {
     check_lens("ema", shadow.len(), &[("source", x.len())])?;
     let w = T::cv(1.0 - beta);
-    shadow
-        .par_chunks_mut(CHUNK)
-        .zip(x.par_chunks(CHUNK))
-        .for_each(|(sc, xc)| {
-            for (s, &x) in sc.iter_mut().zip(xc) {
-                *s = lerp(*s, x, w);
-            }
-        });
+    shadow.par_chunks_mut(CHUNK).zip(x.par_chunks(CHUNK)).for_each(|(sc, xc)| {
+        for (s, &x) in sc.iter_mut().zip(xc) {
+            *s = lerp(*s, x, w);
+        }
+    });
     Ok(())
 }
 
 /// The `f32` or `f64` slice of a storage, or a dtype error naming the op.
 fn floats<'a, T: 'static>(op: &'static str, s: &'a CpuStorage) -> Result<&'a [T]> {
-    super::storage::same_variant(s, &[] as &[T]).ok_or(Error::DType {
-        op,
-        dtype: s.dtype(),
-    })
+    super::storage::same_variant(s, &[] as &[T]).ok_or(Error::DType { op, dtype: s.dtype() })
 }
 
 /// A buffer plus the contiguous element range an update covers.
@@ -317,33 +258,21 @@ pub type SpanMut<'a, S> = (&'a mut S, std::ops::Range<usize>);
 
 fn same_dtype(op: &'static str, want: DType, got: &[DType]) -> Result<()> {
     match got.iter().find(|&&d| d != want) {
-        Some(&d) => Err(Error::DTypeMismatch {
-            op,
-            lhs: want,
-            rhs: d,
-        }),
+        Some(&d) => Err(Error::DTypeMismatch { op, lhs: want, rhs: d }),
         None => Ok(()),
     }
 }
 
 fn slice_at<'a, T>(op: &'static str, v: &'a [T], r: std::ops::Range<usize>) -> Result<&'a [T]> {
     let len = v.len();
-    v.get(r.clone()).ok_or_else(|| Error::Shape {
-        op,
-        detail: format!("range {r:?} outside a buffer of {len} elements"),
-    })
+    v.get(r.clone())
+        .ok_or_else(|| Error::Shape { op, detail: format!("range {r:?} outside a buffer of {len} elements") })
 }
 
-fn slice_at_mut<'a, T>(
-    op: &'static str,
-    v: &'a mut [T],
-    r: std::ops::Range<usize>,
-) -> Result<&'a mut [T]> {
+fn slice_at_mut<'a, T>(op: &'static str, v: &'a mut [T], r: std::ops::Range<usize>) -> Result<&'a mut [T]> {
     let len = v.len();
-    v.get_mut(r.clone()).ok_or_else(|| Error::Shape {
-        op,
-        detail: format!("range {r:?} outside a buffer of {len} elements"),
-    })
+    v.get_mut(r.clone())
+        .ok_or_else(|| Error::Shape { op, detail: format!("range {r:?} outside a buffer of {len} elements") })
 }
 
 /// [`adam_update`] on storages (f32 or f64, all the same dtype).
@@ -359,9 +288,7 @@ pub fn adam_update_storage(
     same_dtype(OP, p.0.dtype(), &[g.0.dtype(), m.0.dtype(), v.0.dtype()])?;
     macro_rules! run {
         ($t:ty, $var:ident) => {{
-            let (CpuStorage::$var(pv), CpuStorage::$var(mv), CpuStorage::$var(vv)) =
-                (p.0, m.0, v.0)
-            else {
+            let (CpuStorage::$var(pv), CpuStorage::$var(mv), CpuStorage::$var(vv)) = (p.0, m.0, v.0) else {
                 unreachable!("dtypes were checked equal")
             };
             let gv: &[$t] = floats(OP, g.0)?;
@@ -399,9 +326,7 @@ pub fn sgd_update_storage(
     }
     macro_rules! run {
         ($t:ty, $var:ident) => {{
-            let CpuStorage::$var(pv) = p.0 else {
-                unreachable!("dtype was matched")
-            };
+            let CpuStorage::$var(pv) = p.0 else { unreachable!("dtype was matched") };
             let gv: &[$t] = floats(OP, g.0)?;
             let mut empty: [$t; 0] = [];
             let bv: &mut [$t] = match buf {
@@ -409,13 +334,7 @@ pub fn sgd_update_storage(
                 Some(_) => unreachable!("dtypes were checked equal"),
                 None => &mut empty,
             };
-            sgd_update(
-                slice_at_mut(OP, pv, p.1)?,
-                slice_at(OP, gv, g.1)?,
-                bv,
-                first,
-                hp,
-            )
+            sgd_update(slice_at_mut(OP, pv, p.1)?, slice_at(OP, gv, g.1)?, bv, first, hp)
         }};
     }
     match p.0.dtype() {
@@ -426,28 +345,17 @@ pub fn sgd_update_storage(
 }
 
 /// [`ema_update`] on storages (f32 or f64).
-pub fn ema_update_storage(
-    shadow: SpanMut<CpuStorage>,
-    x: Span<CpuStorage>,
-    beta: f64,
-) -> Result<()> {
+pub fn ema_update_storage(shadow: SpanMut<CpuStorage>, x: Span<CpuStorage>, beta: f64) -> Result<()> {
     const OP: &str = "ema";
     same_dtype(OP, shadow.0.dtype(), &[x.0.dtype()])?;
     match shadow.0 {
-        CpuStorage::F32(s) => ema_update(
-            slice_at_mut(OP, s, shadow.1)?,
-            slice_at(OP, floats::<f32>(OP, x.0)?, x.1)?,
-            beta,
-        ),
-        CpuStorage::F64(s) => ema_update(
-            slice_at_mut(OP, s, shadow.1)?,
-            slice_at(OP, floats::<f64>(OP, x.0)?, x.1)?,
-            beta,
-        ),
-        other => Err(Error::DType {
-            op: OP,
-            dtype: other.dtype(),
-        }),
+        CpuStorage::F32(s) => {
+            ema_update(slice_at_mut(OP, s, shadow.1)?, slice_at(OP, floats::<f32>(OP, x.0)?, x.1)?, beta)
+        }
+        CpuStorage::F64(s) => {
+            ema_update(slice_at_mut(OP, s, shadow.1)?, slice_at(OP, floats::<f64>(OP, x.0)?, x.1)?, beta)
+        }
+        other => Err(Error::DType { op: OP, dtype: other.dtype() }),
     }
 }
 
@@ -456,28 +364,15 @@ mod tests {
     use super::*;
 
     fn adam(lr: f64, wd: f64, decoupled: bool) -> AdamParams {
-        AdamParams {
-            lr,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: wd,
-            decoupled,
-        }
+        AdamParams { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: wd, decoupled }
     }
 
     /// Deterministic, varied values in about [-2, 2].
     fn wave(n: usize, phase: f64) -> Vec<f64> {
-        (0..n)
-            .map(|i| 2.0 * ((i as f64) * 0.7311 + phase).sin() * ((i as f64) * 0.123 + 1.0).cos())
-            .collect()
+        (0..n).map(|i| 2.0 * ((i as f64) * 0.7311 + phase).sin() * ((i as f64) * 0.123 + 1.0).cos()).collect()
     }
 
-    fn run_both<T: OptimFloat + std::fmt::Debug>(
-        n: usize,
-        hp: &AdamParams,
-        steps: u64,
-    ) -> (Vec<T>, Vec<T>) {
+    fn run_both<T: OptimFloat + std::fmt::Debug>(n: usize, hp: &AdamParams, steps: u64) -> (Vec<T>, Vec<T>) {
         let p0: Vec<T> = wave(n, 0.0).into_iter().map(T::cv).collect();
         let (mut pf, mut mf, mut vf) = (p0.clone(), vec![T::zero(); n], vec![T::zero(); n]);
         let (mut pr, mut mr, mut vr) = (p0, vec![T::zero(); n], vec![T::zero(); n]);
@@ -495,11 +390,7 @@ mod tests {
     fn fused_adam_equals_the_unfused_formula() {
         // Several chunks plus a ragged tail, so the parallel split is exercised.
         let n = 3 * CHUNK + 17;
-        for hp in [
-            adam(1e-3, 0.0, false),
-            adam(1e-2, 0.1, false),
-            adam(3e-3, 0.05, true),
-        ] {
+        for hp in [adam(1e-3, 0.0, false), adam(1e-2, 0.1, false), adam(3e-3, 0.05, true)] {
             let (f, r) = run_both::<f32>(n, &hp, 5);
             assert_eq!(f, r, "f32 {hp:?}");
             let (f, r) = run_both::<f64>(n, &hp, 5);
@@ -520,76 +411,30 @@ mod tests {
     /// ```
     #[test]
     fn adam_matches_pytorch() {
-        let hp = AdamParams {
-            lr: 0.1,
-            beta1: 0.9,
-            beta2: 0.99,
-            eps: 1e-6,
-            weight_decay: 0.01,
-            decoupled: false,
-        };
+        let hp = AdamParams { lr: 0.1, beta1: 0.9, beta2: 0.99, eps: 1e-6, weight_decay: 0.01, decoupled: false };
         let (mut p, mut m, mut v) = (vec![0.5f64, -1.5, 2.0, 0.0], vec![0.0; 4], vec![0.0; 4]);
         for k in 0..3 {
-            let g: Vec<f64> = [1.0, -0.5, 0.25, 2.0]
-                .iter()
-                .zip(&p)
-                .map(|(b, p)| b * (k + 1) as f64 - p)
-                .collect();
+            let g: Vec<f64> = [1.0, -0.5, 0.25, 2.0].iter().zip(&p).map(|(b, p)| b * (k + 1) as f64 - p).collect();
             adam_update(&mut p, &g, &mut m, &mut v, k + 1, &hp).unwrap();
         }
         let torch_p = PYTORCH_ADAM_P;
         let torch_m = PYTORCH_ADAM_M;
         let torch_v = PYTORCH_ADAM_V;
         for i in 0..4 {
-            assert!(
-                (p[i] - torch_p[i]).abs() <= 1e-14,
-                "param {i}: {} vs torch {}",
-                p[i],
-                torch_p[i]
-            );
-            assert!(
-                (m[i] - torch_m[i]).abs() <= 1e-14,
-                "exp_avg {i}: {} vs torch {}",
-                m[i],
-                torch_m[i]
-            );
-            assert!(
-                (v[i] - torch_v[i]).abs() <= 1e-14,
-                "exp_avg_sq {i}: {} vs torch {}",
-                v[i],
-                torch_v[i]
-            );
+            assert!((p[i] - torch_p[i]).abs() <= 1e-14, "param {i}: {} vs torch {}", p[i], torch_p[i]);
+            assert!((m[i] - torch_m[i]).abs() <= 1e-14, "exp_avg {i}: {} vs torch {}", m[i], torch_m[i]);
+            assert!((v[i] - torch_v[i]).abs() <= 1e-14, "exp_avg_sq {i}: {} vs torch {}", v[i], torch_v[i]);
         }
     }
 
-    const PYTORCH_ADAM_P: [f64; 4] = [
-        0.2178884521775164,
-        -1.7788300192517938,
-        2.2987686193215224,
-        -0.2914223956136575,
-    ];
-    const PYTORCH_ADAM_M: [f64; 4] = [
-        0.4546667153330234,
-        0.15021906834651305,
-        -0.4250081973491312,
-        1.1503259785168265,
-    ];
-    const PYTORCH_ADAM_V: [f64; 4] = [
-        0.1005476659297217,
-        0.013205111105433617,
-        0.07439925665580836,
-        0.5892179858435244,
-    ];
+    const PYTORCH_ADAM_P: [f64; 4] = [0.2178884521775164, -1.7788300192517938, 2.2987686193215224, -0.2914223956136575];
+    const PYTORCH_ADAM_M: [f64; 4] = [0.4546667153330234, 0.15021906834651305, -0.4250081973491312, 1.1503259785168265];
+    const PYTORCH_ADAM_V: [f64; 4] =
+        [0.1005476659297217, 0.013205111105433617, 0.07439925665580836, 0.5892179858435244];
 
     #[test]
     fn sgd_momentum_first_step_copies_the_gradient() {
-        let hp = SgdParams {
-            lr: 0.1,
-            momentum: 0.9,
-            dampening: 0.5,
-            weight_decay: 0.0,
-            nesterov: false,
-        };
+        let hp = SgdParams { lr: 0.1, momentum: 0.9, dampening: 0.5, weight_decay: 0.0, nesterov: false };
         let (mut p, mut b) = (vec![1.0f32, 2.0], vec![0.0f32; 2]);
         sgd_update(&mut p, &[1.0, -1.0], &mut b, true, &hp).unwrap();
         assert_eq!(b, [1.0, -1.0]);
@@ -602,29 +447,13 @@ mod tests {
     #[test]
     fn length_and_dtype_mismatches_are_errors() {
         let hp = adam(1e-3, 0.0, false);
-        let err = adam_update(
-            &mut [0f32; 3],
-            &[0.0; 2],
-            &mut [0.0; 3],
-            &mut [0.0; 3],
-            1,
-            &hp,
-        )
-        .unwrap_err();
+        let err = adam_update(&mut [0f32; 3], &[0.0; 2], &mut [0.0; 3], &mut [0.0; 3], 1, &hp).unwrap_err();
         assert!(err.to_string().contains("grad has 2 elements"), "{err}");
         assert!(adam_update(&mut [0f32; 1], &[0.0], &mut [0.0], &mut [0.0], 0, &hp).is_err());
         let mut p = CpuStorage::F32(vec![0.0; 2]);
         let g = CpuStorage::F64(vec![0.0; 2]);
         let (mut m, mut v) = (CpuStorage::F32(vec![0.0; 2]), CpuStorage::F32(vec![0.0; 2]));
-        let err = adam_update_storage(
-            (&mut p, 0..2),
-            (&g, 0..2),
-            (&mut m, 0..2),
-            (&mut v, 0..2),
-            1,
-            &hp,
-        )
-        .unwrap_err();
+        let err = adam_update_storage((&mut p, 0..2), (&g, 0..2), (&mut m, 0..2), (&mut v, 0..2), 1, &hp).unwrap_err();
         assert!(matches!(err, Error::DTypeMismatch { .. }), "{err}");
         let mut h = CpuStorage::BF16(vec![half::bf16::ZERO; 2]);
         let gh = CpuStorage::BF16(vec![half::bf16::ZERO; 2]);

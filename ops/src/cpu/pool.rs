@@ -25,7 +25,10 @@ impl Pool2d {
         if h + 2 * self.padding[0] < k[0] || w + 2 * self.padding[1] < k[1] {
             return shape_err("pool2d", format!("window {:?} larger than padded input {h}×{w}", k));
         }
-        Ok(((h + 2 * self.padding[0] - k[0]) / self.stride[0] + 1, (w + 2 * self.padding[1] - k[1]) / self.stride[1] + 1))
+        Ok((
+            (h + 2 * self.padding[0] - k[0]) / self.stride[0] + 1,
+            (w + 2 * self.padding[1] - k[1]) / self.stride[1] + 1,
+        ))
     }
 }
 
@@ -48,7 +51,15 @@ fn window(o: usize, stride: usize, pad: usize, k: usize, size: usize) -> (usize,
 pub fn avg_pool2d(x: &CpuStorage, l: &Layout, p: Pool2d) -> Result<CpuStorage> {
     let (planes, h, w) = dims4("avg_pool2d", &l.shape)?;
     let (ho, wo) = p.out_hw(h, w)?;
-    fn k<T: Float + Send + Sync>(v: &[T], planes: usize, h: usize, w: usize, ho: usize, wo: usize, p: Pool2d) -> Vec<T> {
+    fn k<T: Float + Send + Sync>(
+        v: &[T],
+        planes: usize,
+        h: usize,
+        w: usize,
+        ho: usize,
+        wo: usize,
+        p: Pool2d,
+    ) -> Vec<T> {
         let mut out = vec![T::zero(); planes * ho * wo];
         out.par_chunks_mut((ho * wo).max(1)).enumerate().for_each(|(pl, o)| {
             let src = &v[pl * h * w..][..h * w];
@@ -84,7 +95,15 @@ pub fn avg_pool2d_bwd(gy: &CpuStorage, l: &Layout, hw: [usize; 2], p: Pool2d) ->
     if p.out_hw(h, w)? != (ho, wo) {
         return shape_err("avg_pool2d_bwd", format!("gradient {:?} does not match input {h}×{w}", l.shape));
     }
-    fn k<T: Float + Send + Sync>(g: &[T], planes: usize, h: usize, w: usize, ho: usize, wo: usize, p: Pool2d) -> Vec<T> {
+    fn k<T: Float + Send + Sync>(
+        g: &[T],
+        planes: usize,
+        h: usize,
+        w: usize,
+        ho: usize,
+        wo: usize,
+        p: Pool2d,
+    ) -> Vec<T> {
         let mut dx = vec![T::zero(); planes * h * w];
         dx.par_chunks_mut((h * w).max(1)).enumerate().for_each(|(pl, d)| {
             let gp = &g[pl * ho * wo..][..ho * wo];
@@ -123,30 +142,32 @@ pub fn max_pool2d(x: &CpuStorage, l: &Layout, p: Pool2d) -> Result<(CpuStorage, 
     }
     let mut out = vec![0f64; planes * ho * wo];
     let mut idx = vec![0i64; planes * ho * wo];
-    out.par_chunks_mut((ho * wo).max(1)).zip(idx.par_chunks_mut((ho * wo).max(1))).enumerate().for_each(|(pl, (o, ix))| {
-        let src = &vals[pl * h * w..][..h * w];
-        for oy in 0..ho {
-            let (y0, y1, _) = window(oy, p.stride[0], p.padding[0], p.kernel[0], h);
-            for ox in 0..wo {
-                let (x0, x1, _) = window(ox, p.stride[1], p.padding[1], p.kernel[1], w);
-                let (mut best, mut bi) = (f64::NEG_INFINITY, y0 * w + x0);
-                for y in y0..y1 {
-                    for x in x0..x1 {
-                        let v = src[y * w + x];
-                        if v > best || v.is_nan() {
-                            best = v;
-                            bi = y * w + x;
-                            if v.is_nan() {
-                                break;
+    out.par_chunks_mut((ho * wo).max(1)).zip(idx.par_chunks_mut((ho * wo).max(1))).enumerate().for_each(
+        |(pl, (o, ix))| {
+            let src = &vals[pl * h * w..][..h * w];
+            for oy in 0..ho {
+                let (y0, y1, _) = window(oy, p.stride[0], p.padding[0], p.kernel[0], h);
+                for ox in 0..wo {
+                    let (x0, x1, _) = window(ox, p.stride[1], p.padding[1], p.kernel[1], w);
+                    let (mut best, mut bi) = (f64::NEG_INFINITY, y0 * w + x0);
+                    for y in y0..y1 {
+                        for x in x0..x1 {
+                            let v = src[y * w + x];
+                            if v > best || v.is_nan() {
+                                best = v;
+                                bi = y * w + x;
+                                if v.is_nan() {
+                                    break;
+                                }
                             }
                         }
                     }
+                    o[oy * wo + ox] = best;
+                    ix[oy * wo + ox] = bi as i64;
                 }
-                o[oy * wo + ox] = best;
-                ix[oy * wo + ox] = bi as i64;
             }
-        }
-    });
+        },
+    );
     Ok((CpuStorage::from_f64_iter(x.dtype(), out.into_iter()), CpuStorage::I64(idx)))
 }
 

@@ -47,7 +47,9 @@ fn reduce_rows<T: Float + Send + Sync>(data: &[T], red: usize, op: ReduceOp) -> 
     let row = |r: &[T]| -> T {
         match op {
             // Accumulate in f64: one pass, no cancellation worries for f32 inputs.
-            ReduceOp::Sum => T::from(r.iter().fold(0f64, |acc, x| acc + x.to_f64().unwrap_or(f64::NAN))).unwrap_or_else(T::nan),
+            ReduceOp::Sum => {
+                T::from(r.iter().fold(0f64, |acc, x| acc + x.to_f64().unwrap_or(f64::NAN))).unwrap_or_else(T::nan)
+            }
             ReduceOp::Max => r.iter().fold(T::neg_infinity(), |m, &x| if x > m || x.is_nan() { x } else { m }),
             ReduceOp::Min => r.iter().fold(T::infinity(), |m, &x| if x < m || x.is_nan() { x } else { m }),
             _ => T::nan(),
@@ -67,7 +69,10 @@ fn reduce_rows<T: Float + Send + Sync>(data: &[T], red: usize, op: ReduceOp) -> 
             .collect();
     }
     let mut out = vec![T::zero(); rows];
-    out.par_iter_mut().enumerate().with_min_len((CHUNK / red).max(1)).for_each(|(i, o)| *o = row(&data[i * red..(i + 1) * red]));
+    out.par_iter_mut()
+        .enumerate()
+        .with_min_len((CHUNK / red).max(1))
+        .for_each(|(i, o)| *o = row(&data[i * red..(i + 1) * red]));
     out
 }
 
