@@ -5,7 +5,9 @@
 use crate::cpu::attention::AttnGeom;
 use crate::cpu::conv::{Conv2dParams, ConvGeom};
 use crate::cpu::elementwise::{BinaryOp, UnaryOp};
+use crate::cpu::fused::KlubParams;
 use crate::cpu::norm::NormKind;
+use crate::cpu::pool::Pool2d;
 use crate::cpu::reduce::ReduceOp;
 use crate::cpu::{self, CpuStorage, RandDist};
 use crate::{DType, Layout, Result};
@@ -98,6 +100,86 @@ pub trait Kernels {
         causal: bool,
     ) -> Result<(Self::Storage, Self::Storage, Self::Storage)>;
     fn random(&self, dtype: DType, n: usize, seed: u64, offset: u64, dist: RandDist) -> Result<Self::Storage>;
+    fn randint(&self, n: usize, lo: i64, hi: i64, seed: u64, offset: u64) -> Result<Self::Storage>;
+    fn avg_pool2d(&self, x: View<Self::Storage>, p: Pool2d) -> Result<Self::Storage>;
+    fn avg_pool2d_bwd(&self, gy: View<Self::Storage>, hw: [usize; 2], p: Pool2d) -> Result<Self::Storage>;
+    /// Pooled values and the i64 flat in-plane index of each chosen element.
+    fn max_pool2d(&self, x: View<Self::Storage>, p: Pool2d) -> Result<(Self::Storage, Self::Storage)>;
+    fn upsample_bilinear2d(&self, x: View<Self::Storage>, oh: usize, ow: usize) -> Result<Self::Storage>;
+    fn upsample_bilinear2d_bwd(&self, gy: View<Self::Storage>, hw: [usize; 2]) -> Result<Self::Storage>;
+    fn index_select(&self, x: View<Self::Storage>, dim: usize, idx: View<Self::Storage>) -> Result<Self::Storage>;
+    fn index_add(
+        &self,
+        src: View<Self::Storage>,
+        dim: usize,
+        idx: View<Self::Storage>,
+        size: usize,
+    ) -> Result<Self::Storage>;
+    fn gather(&self, x: View<Self::Storage>, dim: usize, idx: View<Self::Storage>) -> Result<Self::Storage>;
+    fn scatter_add(
+        &self,
+        src: View<Self::Storage>,
+        dim: usize,
+        idx: View<Self::Storage>,
+        shape: &[usize],
+    ) -> Result<Self::Storage>;
+    /// SiD generator loss per sample and the normaliser used, see [`crate::cpu::fused`].
+    fn sid_generator_loss(
+        &self,
+        y_real: View<Self::Storage>,
+        y_fake: View<Self::Storage>,
+        x_g: View<Self::Storage>,
+        alpha: f64,
+        weight: Option<&[f64]>,
+    ) -> Result<(Self::Storage, Self::Storage)>;
+    #[allow(clippy::type_complexity)]
+    fn sid_generator_loss_bwd(
+        &self,
+        y_real: View<Self::Storage>,
+        y_fake: View<Self::Storage>,
+        x_g: View<Self::Storage>,
+        w: &Self::Storage,
+        g: View<Self::Storage>,
+        alpha: f64,
+    ) -> Result<(Self::Storage, Self::Storage, Self::Storage)>;
+    fn sid_fake_score_loss(
+        &self,
+        d: View<Self::Storage>,
+        y: View<Self::Storage>,
+        weight: &[f64],
+    ) -> Result<Self::Storage>;
+    fn sid_fake_score_loss_bwd(
+        &self,
+        d: View<Self::Storage>,
+        y: View<Self::Storage>,
+        weight: &[f64],
+        g: View<Self::Storage>,
+    ) -> Result<(Self::Storage, Self::Storage)>;
+    fn beta_kl(&self, p: [View<Self::Storage>; 4]) -> Result<Self::Storage>;
+    fn beta_kl_bwd(&self, p: [View<Self::Storage>; 4], g: View<Self::Storage>) -> Result<[Self::Storage; 4]>;
+    fn beta_klub(&self, xh: View<Self::Storage>, x: View<Self::Storage>, p: &KlubParams) -> Result<Self::Storage>;
+    fn beta_klub_bwd(
+        &self,
+        xh: View<Self::Storage>,
+        x: View<Self::Storage>,
+        p: &KlubParams,
+        g: View<Self::Storage>,
+    ) -> Result<Self::Storage>;
+    fn patch_embed(
+        &self,
+        x: View<Self::Storage>,
+        tops: &[usize],
+        lefts: &[usize],
+        ph: usize,
+        pw: usize,
+    ) -> Result<Self::Storage>;
+    fn patch_embed_bwd(
+        &self,
+        g: View<Self::Storage>,
+        xshape: &[usize],
+        tops: &[usize],
+        lefts: &[usize],
+    ) -> Result<Self::Storage>;
 }
 
 /// The CPU backend.
@@ -210,5 +292,118 @@ impl Kernels for Cpu {
     }
     fn random(&self, dtype: DType, n: usize, seed: u64, offset: u64, dist: RandDist) -> Result<CpuStorage> {
         cpu::random(dtype, n, seed, offset, dist)
+    }
+    fn randint(&self, n: usize, lo: i64, hi: i64, seed: u64, offset: u64) -> Result<CpuStorage> {
+        cpu::randint(n, lo, hi, seed, offset)
+    }
+    fn avg_pool2d(&self, x: View<CpuStorage>, p: Pool2d) -> Result<CpuStorage> {
+        cpu::pool::avg_pool2d(x.0, x.1, p)
+    }
+    fn avg_pool2d_bwd(&self, gy: View<CpuStorage>, hw: [usize; 2], p: Pool2d) -> Result<CpuStorage> {
+        cpu::pool::avg_pool2d_bwd(gy.0, gy.1, hw, p)
+    }
+    fn max_pool2d(&self, x: View<CpuStorage>, p: Pool2d) -> Result<(CpuStorage, CpuStorage)> {
+        cpu::pool::max_pool2d(x.0, x.1, p)
+    }
+    fn upsample_bilinear2d(&self, x: View<CpuStorage>, oh: usize, ow: usize) -> Result<CpuStorage> {
+        cpu::pool::upsample_bilinear2d(x.0, x.1, oh, ow)
+    }
+    fn upsample_bilinear2d_bwd(&self, gy: View<CpuStorage>, hw: [usize; 2]) -> Result<CpuStorage> {
+        cpu::pool::upsample_bilinear2d_bwd(gy.0, gy.1, hw)
+    }
+    fn index_select(&self, x: View<CpuStorage>, dim: usize, idx: View<CpuStorage>) -> Result<CpuStorage> {
+        let size = *x.1.shape.get(dim).ok_or(crate::Error::Axis { axis: dim as isize, rank: x.1.rank() })?;
+        let iv = cpu::index::read_indices("index_select", idx.0, idx.1, size)?;
+        cpu::index::index_select(x.0, x.1, dim, &iv)
+    }
+    fn index_add(&self, src: View<CpuStorage>, dim: usize, idx: View<CpuStorage>, size: usize) -> Result<CpuStorage> {
+        let iv = cpu::index::read_indices("index_add", idx.0, idx.1, size)?;
+        cpu::index::index_add(src.0, src.1, dim, &iv, size)
+    }
+    fn gather(&self, x: View<CpuStorage>, dim: usize, idx: View<CpuStorage>) -> Result<CpuStorage> {
+        let size = *x.1.shape.get(dim).ok_or(crate::Error::Axis { axis: dim as isize, rank: x.1.rank() })?;
+        let iv = cpu::index::read_indices("gather", idx.0, idx.1, size)?;
+        cpu::index::gather(x.0, x.1, dim, &iv, &idx.1.shape)
+    }
+    fn scatter_add(
+        &self,
+        src: View<CpuStorage>,
+        dim: usize,
+        idx: View<CpuStorage>,
+        shape: &[usize],
+    ) -> Result<CpuStorage> {
+        let size = *shape.get(dim).ok_or(crate::Error::Axis { axis: dim as isize, rank: shape.len() })?;
+        let iv = cpu::index::read_indices("scatter_add", idx.0, idx.1, size)?;
+        cpu::index::scatter_add(src.0, src.1, dim, &iv, shape)
+    }
+    fn sid_generator_loss(
+        &self,
+        y_real: View<CpuStorage>,
+        y_fake: View<CpuStorage>,
+        x_g: View<CpuStorage>,
+        alpha: f64,
+        weight: Option<&[f64]>,
+    ) -> Result<(CpuStorage, CpuStorage)> {
+        cpu::fused::sid_generator_loss(y_real, y_fake, x_g, alpha, weight)
+    }
+    fn sid_generator_loss_bwd(
+        &self,
+        y_real: View<CpuStorage>,
+        y_fake: View<CpuStorage>,
+        x_g: View<CpuStorage>,
+        w: &CpuStorage,
+        g: View<CpuStorage>,
+        alpha: f64,
+    ) -> Result<(CpuStorage, CpuStorage, CpuStorage)> {
+        cpu::fused::sid_generator_loss_bwd(y_real, y_fake, x_g, w, g, alpha)
+    }
+    fn sid_fake_score_loss(&self, d: View<CpuStorage>, y: View<CpuStorage>, weight: &[f64]) -> Result<CpuStorage> {
+        cpu::fused::sid_fake_score_loss(d, y, weight)
+    }
+    fn sid_fake_score_loss_bwd(
+        &self,
+        d: View<CpuStorage>,
+        y: View<CpuStorage>,
+        weight: &[f64],
+        g: View<CpuStorage>,
+    ) -> Result<(CpuStorage, CpuStorage)> {
+        cpu::fused::sid_fake_score_loss_bwd(d, y, weight, g)
+    }
+    fn beta_kl(&self, p: [View<CpuStorage>; 4]) -> Result<CpuStorage> {
+        cpu::fused::beta_kl(p)
+    }
+    fn beta_kl_bwd(&self, p: [View<CpuStorage>; 4], g: View<CpuStorage>) -> Result<[CpuStorage; 4]> {
+        cpu::fused::beta_kl_bwd(p, g)
+    }
+    fn beta_klub(&self, xh: View<CpuStorage>, x: View<CpuStorage>, p: &KlubParams) -> Result<CpuStorage> {
+        cpu::fused::beta_klub(xh, x, p)
+    }
+    fn beta_klub_bwd(
+        &self,
+        xh: View<CpuStorage>,
+        x: View<CpuStorage>,
+        p: &KlubParams,
+        g: View<CpuStorage>,
+    ) -> Result<CpuStorage> {
+        cpu::fused::beta_klub_bwd(xh, x, p, g)
+    }
+    fn patch_embed(
+        &self,
+        x: View<CpuStorage>,
+        tops: &[usize],
+        lefts: &[usize],
+        ph: usize,
+        pw: usize,
+    ) -> Result<CpuStorage> {
+        cpu::fused::patch_embed(x, tops, lefts, ph, pw)
+    }
+    fn patch_embed_bwd(
+        &self,
+        g: View<CpuStorage>,
+        xshape: &[usize],
+        tops: &[usize],
+        lefts: &[usize],
+    ) -> Result<CpuStorage> {
+        cpu::fused::patch_embed_bwd(g, xshape, tops, lefts)
     }
 }

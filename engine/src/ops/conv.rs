@@ -6,7 +6,7 @@ use crate::autograd::record;
 use crate::error::{msg, Result};
 use crate::tensor::{same_device, Tensor};
 use scorch_ops::cpu::conv::Conv2dParams;
-use scorch_ops::cpu::pool::{self, Pool2d};
+use scorch_ops::cpu::pool::Pool2d;
 use scorch_ops::{Cpu, Kernels};
 
 pub use scorch_ops::cpu::conv::Conv2dParams as ConvParams;
@@ -65,7 +65,7 @@ impl Tensor {
         let p = Pool2d { kernel: [kernel; 2], stride: [stride; 2], padding: [padding; 2] };
         let out = {
             let s = self.storage();
-            let o = pool::avg_pool2d(s.cpu(), self.layout(), p)?;
+            let o = Cpu.avg_pool2d((s.cpu(), self.layout()), p)?;
             let (ho, wo) = p.out_hw(self.shape()[2], self.shape()[3])?;
             Tensor::from_cpu(o, &[self.shape()[0], self.shape()[1], ho, wo])
         };
@@ -78,7 +78,7 @@ impl Tensor {
         let p = Pool2d { kernel: [kernel; 2], stride: [stride; 2], padding: [padding; 2] };
         let (out, idx) = {
             let s = self.storage();
-            let (o, i) = pool::max_pool2d(s.cpu(), self.layout(), p)?;
+            let (o, i) = Cpu.max_pool2d((s.cpu(), self.layout()), p)?;
             let (ho, wo) = p.out_hw(self.shape()[2], self.shape()[3])?;
             let shape = [self.shape()[0], self.shape()[1], ho, wo];
             (Tensor::from_cpu(o, &shape), Tensor::from_cpu(i, &shape))
@@ -112,7 +112,7 @@ impl Tensor {
     pub fn upsample_bilinear2d(&self, oh: usize, ow: usize) -> Result<Tensor> {
         let out = {
             let s = self.storage();
-            let o = pool::upsample_bilinear2d(s.cpu(), self.layout(), oh, ow)?;
+            let o = Cpu.upsample_bilinear2d((s.cpu(), self.layout()), oh, ow)?;
             Tensor::from_cpu(o, &[self.shape()[0], self.shape()[1], oh, ow])
         };
         let hw = [self.shape()[2], self.shape()[3]];
@@ -205,7 +205,7 @@ pub fn conv2d_bwd_weight(x: &Tensor, gy: &Tensor, wshape: &[usize], p: Conv2dPar
 fn avg_pool2d_bwd(g: &Tensor, hw: [usize; 2], p: Pool2d) -> Result<Tensor> {
     let out = {
         let s = g.storage();
-        Tensor::from_cpu(pool::avg_pool2d_bwd(s.cpu(), g.layout(), hw, p)?, &[g.shape()[0], g.shape()[1], hw[0], hw[1]])
+        Tensor::from_cpu(Cpu.avg_pool2d_bwd((s.cpu(), g.layout()), hw, p)?, &[g.shape()[0], g.shape()[1], hw[0], hw[1]])
     };
     Ok(record(out, "avg_pool2d_bwd", &[g], move |_, gg| {
         Ok(vec![Some(gg.avg_pool2d(p.kernel[0], p.stride[0], p.padding[0])?)])
@@ -216,7 +216,7 @@ fn bilinear_bwd(g: &Tensor, hw: [usize; 2]) -> Result<Tensor> {
     let out = {
         let s = g.storage();
         Tensor::from_cpu(
-            pool::upsample_bilinear2d_bwd(s.cpu(), g.layout(), hw)?,
+            Cpu.upsample_bilinear2d_bwd((s.cpu(), g.layout()), hw)?,
             &[g.shape()[0], g.shape()[1], hw[0], hw[1]],
         )
     };

@@ -4,8 +4,8 @@ use crate::error::{msg, Result};
 use crate::rng::Generator;
 use crate::tensor::Tensor;
 use crate::Device;
-use scorch_ops::cpu::{self, CpuStorage, RandDist};
-use scorch_ops::{DType, Elem};
+use scorch_ops::cpu::{CpuStorage, RandDist};
+use scorch_ops::{Cpu, DType, Elem, Kernels};
 
 impl Tensor {
     /// A tensor of `shape` filled with `v`.
@@ -102,14 +102,14 @@ impl Tensor {
     pub fn random(shape: &[usize], dtype: DType, gen: &Generator, dist: RandDist) -> Result<Tensor> {
         let n: usize = shape.iter().product();
         let (seed, offset) = gen.reserve(n);
-        let s = cpu::random(dtype, n, seed, offset, dist)?;
+        let s = Cpu.random(dtype, n, seed, offset, dist)?;
         Ok(Tensor::from_cpu(s, shape))
     }
     /// Integers uniform in [lo, hi), i64.
     pub fn randint(shape: &[usize], lo: i64, hi: i64, gen: &Generator) -> Result<Tensor> {
         let n: usize = shape.iter().product();
         let (seed, offset) = gen.reserve(n);
-        Ok(Tensor::from_cpu(cpu::randint(n, lo, hi, seed, offset)?, shape))
+        Ok(Tensor::from_cpu(Cpu.randint(n, lo, hi, seed, offset)?, shape))
     }
     /// 1 with probability `p` (per element of `self`, which holds probabilities), else 0.
     pub fn bernoulli(&self, gen: &Generator) -> Result<Tensor> {

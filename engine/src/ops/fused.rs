@@ -7,6 +7,7 @@ use crate::tensor::Tensor;
 use scorch_ops::cpu::fused::{self, KlubParams};
 use scorch_ops::cpu::CpuStorage;
 use scorch_ops::DType;
+use scorch_ops::{Cpu, Kernels};
 
 fn per_sample(v: &[f64], dtype: DType) -> Result<Tensor> {
     Tensor::from_f64s(v, &[v.len()], dtype)
@@ -30,7 +31,7 @@ pub fn sid_generator_loss_weighted(
     let wv = weight.map(|w| w.to_vec_f64()).transpose()?;
     let (loss, w) = {
         let (a, b, c) = (y_real.storage(), y_fake.storage(), x_g.storage());
-        fused::sid_generator_loss(
+        Cpu.sid_generator_loss(
             (a.cpu(), y_real.layout()),
             (b.cpu(), y_fake.layout()),
             (c.cpu(), x_g.layout()),
@@ -51,7 +52,7 @@ pub fn sid_generator_loss_weighted(
         let [r, f, x] = &saved;
         let (dr, df, dx) = {
             let (a, b, c, gs) = (r.storage(), f.storage(), x.storage(), g.storage());
-            fused::sid_generator_loss_bwd(
+            Cpu.sid_generator_loss_bwd(
                 (a.cpu(), r.layout()),
                 (b.cpu(), f.layout()),
                 (c.cpu(), x.layout()),
@@ -103,7 +104,7 @@ pub fn sid_generator_loss_composite_weighted(
 pub fn sid_fake_score_loss(denoised: &Tensor, target: &Tensor, weight: &[f64]) -> Result<Tensor> {
     let out = {
         let (a, b) = (denoised.storage(), target.storage());
-        fused::sid_fake_score_loss((a.cpu(), denoised.layout()), (b.cpu(), target.layout()), weight)?
+        Cpu.sid_fake_score_loss((a.cpu(), denoised.layout()), (b.cpu(), target.layout()), weight)?
     };
     let out = Tensor::from_cpu(out, &[denoised.shape()[0]]);
     let saved = [denoised.clone(), target.clone()];
@@ -115,12 +116,7 @@ pub fn sid_fake_score_loss(denoised: &Tensor, target: &Tensor, weight: &[f64]) -
         let [d, y] = &saved;
         let (gd, gy) = {
             let (a, b, gs) = (d.storage(), y.storage(), g.storage());
-            fused::sid_fake_score_loss_bwd(
-                (a.cpu(), d.layout()),
-                (b.cpu(), y.layout()),
-                &weight,
-                (gs.cpu(), g.layout()),
-            )?
+            Cpu.sid_fake_score_loss_bwd((a.cpu(), d.layout()), (b.cpu(), y.layout()), &weight, (gs.cpu(), g.layout()))?
         };
         Ok(vec![Some(Tensor::from_cpu(gd, d.shape())), Some(Tensor::from_cpu(gy, y.shape()))])
     }))
@@ -138,7 +134,7 @@ pub fn beta_kl(a1: &Tensor, b1: &Tensor, a2: &Tensor, b2: &Tensor) -> Result<Ten
     let shape = a1.shape().to_vec();
     let out = {
         let (s0, s1, s2, s3) = (a1.storage(), b1.storage(), a2.storage(), b2.storage());
-        fused::beta_kl([
+        Cpu.beta_kl([
             (s0.cpu(), a1.layout()),
             (s1.cpu(), b1.layout()),
             (s2.cpu(), a2.layout()),
@@ -153,7 +149,7 @@ pub fn beta_kl(a1: &Tensor, b1: &Tensor, a2: &Tensor, b2: &Tensor) -> Result<Ten
         }
         let st: Vec<_> = saved.iter().map(|t| t.storage()).collect();
         let gs = g.storage();
-        let grads = fused::beta_kl_bwd(
+        let grads = Cpu.beta_kl_bwd(
             [
                 (st[0].cpu(), saved[0].layout()),
                 (st[1].cpu(), saved[1].layout()),
@@ -181,7 +177,7 @@ pub fn beta_kl_composite(a1: &Tensor, b1: &Tensor, a2: &Tensor, b2: &Tensor) -> 
 pub fn beta_klub(x_hat: &Tensor, x: &Tensor, p: &KlubParams) -> Result<Tensor> {
     let out = {
         let (a, b) = (x_hat.storage(), x.storage());
-        fused::beta_klub((a.cpu(), x_hat.layout()), (b.cpu(), x.layout()), p)?
+        Cpu.beta_klub((a.cpu(), x_hat.layout()), (b.cpu(), x.layout()), p)?
     };
     let out = Tensor::from_cpu(out, x_hat.shape());
     let (xh, xd, p) = (x_hat.clone(), x.detach(), p.clone());
@@ -193,7 +189,7 @@ pub fn beta_klub(x_hat: &Tensor, x: &Tensor, p: &KlubParams) -> Result<Tensor> {
         }
         let d = {
             let (a, b, gs) = (xh.storage(), xd.storage(), g.storage());
-            fused::beta_klub_bwd((a.cpu(), xh.layout()), (b.cpu(), xd.layout()), &p, (gs.cpu(), g.layout()))?
+            Cpu.beta_klub_bwd((a.cpu(), xh.layout()), (b.cpu(), xd.layout()), &p, (gs.cpu(), g.layout()))?
         };
         Ok(vec![Some(Tensor::from_cpu(d, xh.shape()))])
     }))
@@ -230,7 +226,7 @@ pub fn beta_klub_composite(x_hat: &Tensor, x: &Tensor, p: &KlubParams) -> Result
 pub fn patch_embed(x: &Tensor, tops: &[usize], lefts: &[usize], ph: usize, pw: usize) -> Result<Tensor> {
     let out = {
         let s = x.storage();
-        fused::patch_embed((s.cpu(), x.layout()), tops, lefts, ph, pw)?
+        Cpu.patch_embed((s.cpu(), x.layout()), tops, lefts, ph, pw)?
     };
     let out = Tensor::from_cpu(out, &[x.shape()[0], x.shape()[1] + 2, ph, pw]);
     let (xshape, tops, lefts) = (x.shape().to_vec(), tops.to_vec(), lefts.to_vec());
@@ -240,7 +236,7 @@ pub fn patch_embed(x: &Tensor, tops: &[usize], lefts: &[usize], ph: usize, pw: u
 fn patch_embed_bwd(g: &Tensor, xshape: &[usize], tops: &[usize], lefts: &[usize]) -> Result<Tensor> {
     let out = {
         let s = g.storage();
-        fused::patch_embed_bwd((s.cpu(), g.layout()), xshape, tops, lefts)?
+        Cpu.patch_embed_bwd((s.cpu(), g.layout()), xshape, tops, lefts)?
     };
     let out = Tensor::from_cpu(out, xshape);
     let (c, ph, pw) = (xshape[1], g.shape()[2], g.shape()[3]);
