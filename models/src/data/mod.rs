@@ -1,3 +1,5 @@
-//! Dataset loading: file-format readers and index utilities (shuffling, batching), independent of the tensor type.
+//! Dataset loading: file-format readers and index utilities (shuffling, batching), plus
+//! their conversion to tensors.
 
+pub mod fmnist_tensor;
 pub mod idx;
