@@ -1,0 +1,77 @@
+// Row reductions over a contiguous [rows, len] view (the launcher permutes reduced axes last),
+// softmax / log-softmax over rows, and cumsum over rows. One block per row, warp shuffles
+// inside; accumulation in float (f64 in double).
+
+#define RED_THREADS 256
+
+#define REDUCE_ROWS(NAME, T, C, LOAD, STORE)                                                     \
+extern "C" __global__ void NAME(const T* x, T* y, i64 rows, i64 len, int op) {                   \
+    __shared__ C sh[32];                                                                         \
+    for (i64 r = blockIdx.x; r < rows; r += gridDim.x) {                                         \
+        C ident = op == 0 ? (C)0 : (op == 1 ? (C)-SCORCH_INF : (C)SCORCH_INF);                      \
+        C acc = ident;                                                                           \
+        for (i64 j = threadIdx.x; j < len; j += blockDim.x) {                                    \
+            C v = LOAD(x, r * len + j);                                                          \
+            acc = op == 0 ? acc + v : (op == 1 ? (isnan(v) ? v : fmax(acc, v)) : (isnan(v) ? v : fmin(acc, v))); \
+        }                                                                                        \
+        C t = block_reduce<C>(acc, op, sh);                                                      \
+        if (threadIdx.x == 0) STORE(y, r, t);                                                    \
+    }                                                                                            \
+}
+REDUCE_ROWS(reduce_rows_f32, float, float, load_f, store_f)
+REDUCE_ROWS(reduce_rows_f64, double, double, load_f, store_f)
+REDUCE_ROWS(reduce_rows_bf16, bf16_t, float, load_f, store_f)
+REDUCE_ROWS(reduce_rows_f16, f16_t, float, load_h, store_h)
+
+// Index of the first maximum (op 0) / minimum (op 1) of each row, as i64.
+#define ARG_ROWS(NAME, T, LOAD)                                                                  \
+extern "C" __global__ void NAME(const T* x, long long* y, i64 rows, i64 len, int op) {           \
+    GRID_LOOP(r, rows) {                                                                         \
+        i64 best = 0;                                                                            \
+        double bv = (double)LOAD(x, r * len);                                                    \
+        for (i64 j = 1; j < len; ++j) {                                                          \
+            double v = (double)LOAD(x, r * len + j);                                             \
+            bool better = isnan(v) ? !isnan(bv) : (!isnan(bv) && (op == 0 ? v > bv : v < bv));   \
+            if (better) { bv = v; best = j; }                                                    \
+        }                                                                                        \
+        y[r] = best;                                                                             \
+    }                                                                                            \
+}
+ARG_ROWS(arg_rows_f32, float, load_f)
+ARG_ROWS(arg_rows_f64, double, load_f)
+ARG_ROWS(arg_rows_bf16, bf16_t, load_f)
+ARG_ROWS(arg_rows_f16, f16_t, load_h)
+
+#define SOFTMAX_ROWS(NAME, T, C, LOAD, STORE)                                                    \
+extern "C" __global__ void NAME(const T* x, T* y, i64 rows, i64 len, int log_out) {              \
+    __shared__ C sh[32];                                                                         \
+    for (i64 r = blockIdx.x; r < rows; r += gridDim.x) {                                         \
+        C m = (C)-SCORCH_INF;                                                                      \
+        for (i64 j = threadIdx.x; j < len; j += blockDim.x) m = fmax(m, LOAD(x, r * len + j));   \
+        m = block_reduce<C>(m, 1, sh);                                                           \
+        if (m == (C)-SCORCH_INF) m = (C)0;                                                         \
+        C s = (C)0;                                                                              \
+        for (i64 j = threadIdx.x; j < len; j += blockDim.x) s += exp(LOAD(x, r * len + j) - m);  \
+        s = block_reduce<C>(s, 0, sh);                                                           \
+        C lse = m + log(s);                                                                      \
+        for (i64 j = threadIdx.x; j < len; j += blockDim.x) {                                    \
+            C z = LOAD(x, r * len + j) - lse;                                                    \
+            STORE(y, r * len + j, log_out ? z : exp(z));                                         \
+        }                                                                                        \
+    }                                                                                            \
+}
+SOFTMAX_ROWS(softmax_rows_f32, float, float, load_f, store_f)
+SOFTMAX_ROWS(softmax_rows_f64, double, double, load_f, store_f)
+SOFTMAX_ROWS(softmax_rows_bf16, bf16_t, float, load_f, store_f)
+SOFTMAX_ROWS(softmax_rows_f16, f16_t, float, load_h, store_h)
+
+// Inclusive prefix sum of each row, one thread per row, accumulated in double.
+#define CUMSUM_ROWS(NAME, T, LOAD, STORE)                                                        \
+extern "C" __global__ void NAME(const T* x, T* y, i64 rows, i64 len) {                           \
+    GRID_LOOP(r, rows) {                                                                         \
+        double acc = 0.0;                                                                        \
+        for (i64 j = 0; j < len; ++j) { acc += (double)LOAD(x, r * len + j); STORE(y, r * len + j, acc); } \
+    }                                                                                            \
+}
+CUMSUM_ROWS(cumsum_rows_f32, float, load_f, store_f)
+CUMSUM_ROWS(cumsum_rows_f64, double, load_f, store_f)
