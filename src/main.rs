@@ -33,6 +33,12 @@ enum Cmd {
         #[arg(long)]
         filter: Option<String>,
     },
+    /// CUDA status, then every written CUDA kernel family against the CPU kernels on device
+    /// `--device` (parity table with timings). Exits 2 when no GPU is usable.
+    CudaCheck {
+        #[arg(long, default_value = "cuda:0")]
+        device: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -67,6 +73,63 @@ fn run(cli: Cli) -> scorch::Result<ExitCode> {
                 print_table(&ops);
             }
             Ok(ExitCode::SUCCESS)
+        }
+        Cmd::CudaCheck { device } => Ok(cuda_check(&device)),
+    }
+}
+
+fn cuda_check(device: &str) -> ExitCode {
+    use scorch::cuda::{cuda_status, nvrtc_available, CudaDevice, CudaStatus};
+    let ordinal = match Device::parse(device) {
+        Ok(Device::Cuda(i)) => i,
+        _ => {
+            eprintln!("error: --device must be cuda or cuda:N, got {device:?}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("nvrtc: {}", if nvrtc_available() { "found" } else { "not found" });
+    match cuda_status() {
+        CudaStatus::Available { devices } => println!("cuda: {devices} device(s)"),
+        CudaStatus::Unavailable(why) => {
+            println!("cuda: unavailable: {why}");
+            return ExitCode::from(2);
+        }
+    }
+    let dev = match CudaDevice::new(ordinal) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!("device: {} ({}), driver {}", dev.name, dev.arch, dev.driver_version());
+    match scorch::cuda::smoke::run_checks(&dev) {
+        Ok(checks) => {
+            println!("{:<44} {:>12} {:>10} {:>10}  result", "check", "max rel err", "tol", "ms");
+            let mut failed = 0;
+            for c in &checks {
+                if !c.passed() {
+                    failed += 1;
+                }
+                println!(
+                    "{:<44} {:>12.3e} {:>10.1e} {:>10.3}  {}",
+                    c.name,
+                    c.max_err,
+                    c.tol,
+                    c.millis,
+                    if c.passed() { "ok" } else { "FAIL" }
+                );
+            }
+            println!("{} passed, {} failed", checks.len() - failed, failed);
+            if failed == 0 {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
         }
     }
 }

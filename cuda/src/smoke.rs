@@ -1,0 +1,314 @@
+//! Device parity for the kernel families written so far: each kernel runs on the GPU and on
+//! the CPU reference kernels (`scorch_ops::cpu`) with the same random inputs, outputs are
+//! poisoned with NaN before the launch, and the largest error is compared with a tolerance
+//! by dtype. `scorch cuda-check` prints the table; the device-check script runs it.
+
+use crate::device::{drv, CudaDevice, CudaError, Strided};
+use cudarc::driver::{CudaSlice, PushKernelArg};
+use scorch_ops::cpu::elementwise::{binary, unary, BinaryOp, UnaryOp};
+use scorch_ops::cpu::{self, CpuStorage, RandDist};
+use scorch_ops::{DType, Layout};
+use std::time::Instant;
+
+/// One parity result.
+#[derive(Clone, Debug)]
+pub struct Check {
+    pub name: String,
+    pub max_err: f64,
+    pub tol: f64,
+    pub millis: f64,
+}
+
+impl Check {
+    pub fn passed(&self) -> bool {
+        self.max_err <= self.tol
+    }
+}
+
+fn max_rel_err(got: &[f64], want: &[f64]) -> f64 {
+    if got.len() != want.len() {
+        return f64::INFINITY;
+    }
+    got.iter()
+        .zip(want)
+        .map(|(g, w)| if w.is_nan() && g.is_nan() { 0.0 } else { (g - w).abs() / w.abs().max(1.0) })
+        .fold(0.0, |a, b| if b.is_nan() { f64::INFINITY } else { a.max(b) })
+}
+
+fn randn(n: usize, seed: u64) -> Vec<f32> {
+    match cpu::random(DType::F32, n, seed, 0, RandDist::Normal(0.0, 1.0)) {
+        Ok(CpuStorage::F32(v)) => v,
+        _ => unreachable!("f32 random gives f32"),
+    }
+}
+
+fn to_f64(v: &[f32]) -> Vec<f64> {
+    v.iter().map(|&x| x as f64).collect()
+}
+
+struct Ctx<'a> {
+    dev: &'a CudaDevice,
+}
+
+impl Ctx<'_> {
+    fn up(&self, v: &[f32]) -> Result<CudaSlice<f32>, CudaError> {
+        drv("htod", self.dev.stream.clone_htod(v))
+    }
+    fn poisoned(&self, n: usize) -> Result<CudaSlice<f32>, CudaError> {
+        self.up(&vec![f32::NAN; n])
+    }
+    fn down(&self, s: &CudaSlice<f32>) -> Result<Vec<f32>, CudaError> {
+        drv("dtoh", self.dev.stream.clone_dtoh(s))
+    }
+    fn timed<T>(&self, f: impl FnOnce() -> Result<T, CudaError>) -> Result<(T, f64), CudaError> {
+        self.dev.synchronize()?;
+        let t = Instant::now();
+        let r = f()?;
+        self.dev.synchronize()?;
+        Ok((r, t.elapsed().as_secs_f64() * 1e3))
+    }
+}
+
+/// Runs every parity check on `dev`.
+pub fn run_checks(dev: &CudaDevice) -> Result<Vec<Check>, CudaError> {
+    let c = Ctx { dev };
+    let mut out = Vec::new();
+
+    // Philox: uniform f32 is exact; normals agree to f64 transcendental accuracy.
+    for (dist, code, tol) in [(RandDist::Uniform(0.0, 1.0), 0i32, 0.0), (RandDist::Normal(0.0, 1.0), 1, 1e-6)] {
+        let n = 1 << 20;
+        let f = dev.function("rng.cu", "random_f32")?;
+        let mut y = c.poisoned(n)?;
+        let (seed, offset, nn) = (1234u64, 77u64, n as i64);
+        let (a, b) = (1.0f64, 0.0f64);
+        let ((), ms) = c.timed(|| {
+            let mut l = dev.stream.launch_builder(&f);
+            l.arg(&mut y).arg(&nn).arg(&seed).arg(&offset).arg(&code).arg(&a).arg(&b);
+            // SAFETY: argument types match `random_f32` in rng.cu.
+            drv("random_f32", unsafe { l.launch(CudaDevice::cfg_1d(n / 4)) }).map(|_| ())
+        })?;
+        let got = to_f64(&c.down(&y)?);
+        let want = match cpu::random(DType::F32, n, seed, offset, dist) {
+            Ok(CpuStorage::F32(v)) => to_f64(&v),
+            _ => unreachable!("f32"),
+        };
+        out.push(Check {
+            name: format!("philox {} f32 (1M)", if code == 0 { "uniform" } else { "normal" }),
+            max_err: max_rel_err(&got, &want),
+            tol,
+            millis: ms,
+        });
+    }
+
+    // Unary ops on a transposed (non-contiguous) view.
+    let (r, k) = (512usize, 384usize);
+    let xs = randn(r * k, 1);
+    let lt = Layout::contiguous(&[k, r])
+        .permute(&[1, 0])
+        .map_err(|e| CudaError::Driver { what: "layout".into(), detail: e.to_string() })?;
+    let x_dev = c.up(&xs)?;
+    let cpu_x = CpuStorage::F32(xs.clone());
+    for (op, code, name, tol) in [
+        (UnaryOp::Exp, 2i32, "exp", 1e-6),
+        (UnaryOp::Tanh, 12, "tanh", 1e-6),
+        (UnaryOp::Silu, 14, "silu", 1e-6),
+        (UnaryOp::GeluErf, 15, "gelu", 1e-6),
+        (UnaryOp::Softplus, 17, "softplus", 1e-6),
+        (UnaryOp::Lgamma, 21, "lgamma", 1e-5),
+        (UnaryOp::Digamma, 22, "digamma", 1e-5),
+        (UnaryOp::Trigamma, 23, "trigamma", 1e-5),
+    ] {
+        let f = dev.function("elementwise.cu", "unary_f32")?;
+        let n = r * k;
+        let mut y = c.poisoned(n)?;
+        let st = Strided::from_layout(&lt)?;
+        let nn = n as i64;
+        let (p0, p1, p2) = (0f64, 0f64, 0f64);
+        let ((), ms) = c.timed(|| {
+            let mut l = dev.stream.launch_builder(&f);
+            l.arg(&x_dev).arg(&st).arg(&mut y).arg(&nn).arg(&code).arg(&p0).arg(&p1).arg(&p2);
+            // SAFETY: argument types match `unary_f32`.
+            drv("unary_f32", unsafe { l.launch(CudaDevice::cfg_1d(n)) }).map(|_| ())
+        })?;
+        let got = to_f64(&c.down(&y)?);
+        let want =
+            unary(op, &cpu_x, &lt).map_err(|e| CudaError::Driver { what: "cpu".into(), detail: e.to_string() })?;
+        let want = want.to_f64_vec(&Layout::contiguous(&[r, k]));
+        out.push(Check {
+            name: format!("unary {name} f32 (transposed 512x384)"),
+            max_err: max_rel_err(&got, &want),
+            tol,
+            millis: ms,
+        });
+    }
+
+    // Broadcasting binary add: [64,1,32] + [1,16,32].
+    {
+        let (a, b) = (randn(64 * 32, 2), randn(16 * 32, 3));
+        let (la, lb) = (Layout::contiguous(&[64, 1, 32]), Layout::contiguous(&[1, 16, 32]));
+        let shape = [64usize, 16, 32];
+        let (ba, bb) = (la.broadcast_to(&shape).map_err(op_err)?, lb.broadcast_to(&shape).map_err(op_err)?);
+        let f = dev.function("elementwise.cu", "binary_f32")?;
+        let n = 64 * 16 * 32;
+        let (da, db) = (c.up(&a)?, c.up(&b)?);
+        let mut y = c.poisoned(n)?;
+        let (sa, sb) = (Strided::from_layout(&ba)?, Strided::from_layout(&bb)?);
+        let (nn, code) = (n as i64, 0i32);
+        let ((), ms) = c.timed(|| {
+            let mut l = dev.stream.launch_builder(&f);
+            l.arg(&da).arg(&sa).arg(&db).arg(&sb).arg(&mut y).arg(&nn).arg(&code);
+            // SAFETY: argument types match `binary_f32`.
+            drv("binary_f32", unsafe { l.launch(CudaDevice::cfg_1d(n)) }).map(|_| ())
+        })?;
+        let got = to_f64(&c.down(&y)?);
+        let (want, _) = binary(BinaryOp::Add, &CpuStorage::F32(a), &la, &CpuStorage::F32(b), &lb).map_err(op_err)?;
+        out.push(Check {
+            name: "binary add f32 (broadcast)".into(),
+            max_err: max_rel_err(&got, &want.to_f64_vec(&Layout::contiguous(&shape))),
+            tol: 1e-7,
+            millis: ms,
+        });
+    }
+
+    // Row reductions and softmax: 1000 rows of 4096.
+    let (rows, len) = (1000usize, 4096usize);
+    let xs = randn(rows * len, 4);
+    let dx = c.up(&xs)?;
+    let cx = CpuStorage::F32(xs);
+    let lx = Layout::contiguous(&[rows, len]);
+    for (code, op, name) in [(0i32, cpu::reduce::ReduceOp::Sum, "sum"), (1, cpu::reduce::ReduceOp::Max, "max")] {
+        let f = dev.function("reduce.cu", "reduce_rows_f32")?;
+        let mut y = c.poisoned(rows)?;
+        let (nr, nl) = (rows as i64, len as i64);
+        let ((), ms) = c.timed(|| {
+            let mut l = dev.stream.launch_builder(&f);
+            l.arg(&dx).arg(&mut y).arg(&nr).arg(&nl).arg(&code);
+            // SAFETY: argument types match `reduce_rows_f32`.
+            drv("reduce_rows_f32", unsafe { l.launch(CudaDevice::cfg_rows(rows)) }).map(|_| ())
+        })?;
+        let got = to_f64(&c.down(&y)?);
+        let want = cpu::reduce::reduce(op, &cx, &lx, &[1]).map_err(op_err)?.to_f64_vec(&Layout::contiguous(&[rows]));
+        out.push(Check {
+            name: format!("reduce {name} f32 (1000x4096)"),
+            max_err: max_rel_err(&got, &want),
+            tol: 1e-5,
+            millis: ms,
+        });
+    }
+    {
+        let f = dev.function("reduce.cu", "softmax_rows_f32")?;
+        let mut y = c.poisoned(rows * len)?;
+        let (nr, nl, lg) = (rows as i64, len as i64, 0i32);
+        let ((), ms) = c.timed(|| {
+            let mut l = dev.stream.launch_builder(&f);
+            l.arg(&dx).arg(&mut y).arg(&nr).arg(&nl).arg(&lg);
+            // SAFETY: argument types match `softmax_rows_f32`.
+            drv("softmax_rows_f32", unsafe { l.launch(CudaDevice::cfg_rows(rows)) }).map(|_| ())
+        })?;
+        let got = to_f64(&c.down(&y)?);
+        let want = cpu::reduce::softmax(&cx, &lx, 1, false).map_err(op_err)?.to_f64_vec(&lx);
+        out.push(Check {
+            name: "softmax f32 (1000x4096)".into(),
+            max_err: max_rel_err(&got, &want),
+            tol: 1e-6,
+            millis: ms,
+        });
+    }
+
+    // Fused SiD generator loss, forward and backward.
+    {
+        let (b, per) = (16usize, 3 * 32 * 32);
+        let (yr, yf, xg) = (randn(b * per, 5), randn(b * per, 6), randn(b * per, 7));
+        let l = Layout::contiguous(&[b, 3, 32, 32]);
+        let (dr, df, dg) = (c.up(&yr)?, c.up(&yf)?, c.up(&xg)?);
+        let mut loss = drv("alloc", dev.stream.alloc_zeros::<f64>(b))?;
+        let mut w = drv("alloc", dev.stream.alloc_zeros::<f64>(b))?;
+        let f = dev.function("sid_loss.cu", "sid_gen_fwd_f32")?;
+        let (nb, np, alpha, null) = (b as i64, per as i64, 1.2f64, 0u64);
+        let ((), ms) = c.timed(|| {
+            let mut lb = dev.stream.launch_builder(&f);
+            lb.arg(&dr).arg(&df).arg(&dg).arg(&null).arg(&mut loss).arg(&mut w).arg(&nb).arg(&np).arg(&alpha);
+            // SAFETY: argument types match `sid_gen_fwd_f32` (null weight pointer = computed).
+            drv("sid_gen_fwd_f32", unsafe { lb.launch(CudaDevice::cfg_rows(b)) }).map(|_| ())
+        })?;
+        let got = drv("dtoh", dev.stream.clone_dtoh(&loss))?;
+        let (cl, _) = cpu::fused::sid_generator_loss(
+            (&CpuStorage::F32(yr.clone()), &l),
+            (&CpuStorage::F32(yf.clone()), &l),
+            (&CpuStorage::F32(xg.clone()), &l),
+            1.2,
+            None,
+        )
+        .map_err(op_err)?;
+        out.push(Check {
+            name: "sid generator loss fwd (16x3x32x32)".into(),
+            max_err: max_rel_err(&got, &cl.to_f64_vec(&Layout::contiguous(&[b]))),
+            tol: 1e-5,
+            millis: ms,
+        });
+    }
+
+    // Beta KL.
+    {
+        let n = 1 << 16;
+        let mk = |s| -> Vec<f32> { randn(n, s).iter().map(|v| 0.5 + 10.0 * v.abs()).collect() };
+        let (a1, b1, a2, b2) = (mk(8), mk(9), mk(10), mk(11));
+        let l = Layout::contiguous(&[n]);
+        let ds = [c.up(&a1)?, c.up(&b1)?, c.up(&a2)?, c.up(&b2)?];
+        let mut y = c.poisoned(n)?;
+        let f = dev.function("beta.cu", "beta_kl_f32")?;
+        let nn = n as i64;
+        let ((), ms) = c.timed(|| {
+            let mut lb = dev.stream.launch_builder(&f);
+            lb.arg(&ds[0]).arg(&ds[1]).arg(&ds[2]).arg(&ds[3]).arg(&mut y).arg(&nn);
+            // SAFETY: argument types match `beta_kl_f32`.
+            drv("beta_kl_f32", unsafe { lb.launch(CudaDevice::cfg_1d(n)) }).map(|_| ())
+        })?;
+        let got = to_f64(&c.down(&y)?);
+        let st = |v: &Vec<f32>| CpuStorage::F32(v.clone());
+        let want = cpu::fused::beta_kl([(&st(&a1), &l), (&st(&b1), &l), (&st(&a2), &l), (&st(&b2), &l)])
+            .map_err(op_err)?
+            .to_f64_vec(&l);
+        out.push(Check { name: "beta KL f32 (64K)".into(), max_err: max_rel_err(&got, &want), tol: 1e-5, millis: ms });
+    }
+
+    // Patch embedding.
+    {
+        let (b, ch, h, w, ph, pw) = (4usize, 3usize, 32usize, 32usize, 16usize, 16usize);
+        let xs = randn(b * ch * h * w, 12);
+        let (tops, lefts) = (vec![0usize, 5, 16, 9], vec![16usize, 0, 7, 3]);
+        let (dt, dl): (Vec<i64>, Vec<i64>) =
+            (tops.iter().map(|&v| v as i64).collect(), lefts.iter().map(|&v| v as i64).collect());
+        let dx = c.up(&xs)?;
+        let (gt, gl) = (drv("htod", dev.stream.clone_htod(&dt))?, drv("htod", dev.stream.clone_htod(&dl))?);
+        let n = b * (ch + 2) * ph * pw;
+        let mut y = c.poisoned(n)?;
+        let f = dev.function("patch.cu", "patch_embed_f32")?;
+        let dims = [b as i64, ch as i64, h as i64, w as i64, ph as i64, pw as i64];
+        let ((), ms) = c.timed(|| {
+            let mut lb = dev.stream.launch_builder(&f);
+            lb.arg(&dx).arg(&gt).arg(&gl).arg(&mut y);
+            for d in &dims {
+                lb.arg(d);
+            }
+            // SAFETY: argument types match `patch_embed_f32`.
+            drv("patch_embed_f32", unsafe { lb.launch(CudaDevice::cfg_1d(n)) }).map(|_| ())
+        })?;
+        let got = to_f64(&c.down(&y)?);
+        let want =
+            cpu::fused::patch_embed((&CpuStorage::F32(xs), &Layout::contiguous(&[b, ch, h, w])), &tops, &lefts, ph, pw)
+                .map_err(op_err)?
+                .to_f64_vec(&Layout::contiguous(&[n]));
+        out.push(Check {
+            name: "patch embed f32 (4x3x32x32 -> 16x16)".into(),
+            max_err: max_rel_err(&got, &want),
+            tol: 1e-7,
+            millis: ms,
+        });
+    }
+    Ok(out)
+}
+
+fn op_err(e: scorch_ops::Error) -> CudaError {
+    CudaError::Driver { what: "cpu reference".into(), detail: e.to_string() }
+}
