@@ -3,3 +3,4 @@
 
 pub mod fmnist_tensor;
 pub mod idx;
+pub mod toy2d;
