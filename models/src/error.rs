@@ -45,6 +45,9 @@ pub enum Error {
     /// A hyper-parameter or argument is out of range.
     #[error("{0}")]
     Config(String),
+    /// Writing a run output (image grid, metrics log) failed; names the file.
+    #[error("{0}")]
+    Output(String),
 }
 
 /// Result of a models-crate call.

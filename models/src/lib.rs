@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod nn;
 pub mod optim;
 pub mod params;
+pub mod train;
 
 pub use error::{Error, Result};
 pub use nn::Module;
