@@ -777,7 +777,7 @@ mod tests {
     /// A file from a header string (padded to 8 like the writer) and a data section.
     fn file(header: &str, data: &[u8]) -> Vec<u8> {
         let mut h = header.as_bytes().to_vec();
-        while h.len() % 8 != 0 {
+        while !h.len().is_multiple_of(8) {
             h.push(b' ');
         }
         let mut out = (h.len() as u64).to_le_bytes().to_vec();

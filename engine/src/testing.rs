@@ -233,7 +233,10 @@ pub fn gradcheck(
             if worst.is_none_or(|(e, al, _)| err / allowed > e / al) {
                 worst = Some((err, allowed, i));
             }
-            if !(err <= allowed) {
+            // Negated so that a NaN on either side counts as a failure.
+            #[allow(clippy::neg_cmp_op_on_partial_ord)]
+            let failed = !(err <= allowed);
+            if failed {
                 report.failures.push(format!(
                     "input {k} element {i}: analytic {} vs numeric {num} (|diff| {err:.3e} > {allowed:.3e})",
                     a[i]

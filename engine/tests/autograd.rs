@@ -45,8 +45,8 @@ fn r1_penalty_double_backward_matches_finite_differences() {
 fn third_derivative_of_a_cube() {
     let x = t(&[1.5, -2.0], &[2]).requires_grad_(true).unwrap();
     let y = x.powf(3.0).unwrap().sum_all().unwrap();
-    let g1 = grad(&[y], &[x.clone()], None, true, true).unwrap()[0].clone().unwrap();
-    let g2 = grad(&[g1.sum_all().unwrap()], &[x.clone()], None, true, true).unwrap()[0].clone().unwrap();
+    let g1 = grad(&[y], std::slice::from_ref(&x), None, true, true).unwrap()[0].clone().unwrap();
+    let g2 = grad(&[g1.sum_all().unwrap()], std::slice::from_ref(&x), None, true, true).unwrap()[0].clone().unwrap();
     assert_eq!(g2.to_vec_f64().unwrap(), vec![9.0, -12.0]);
     let g3 = grad(&[g2.sum_all().unwrap()], &[x], None, false, false).unwrap()[0].clone().unwrap();
     assert_eq!(g3.to_vec_f64().unwrap(), vec![6.0, 6.0]);

@@ -65,7 +65,8 @@ fn sid_loss_normaliser_is_detached() {
     let yf = Tensor::from_f64s(&[0.1, 0.2, -0.3, 0.0], &[1, 4], DType::F64).unwrap();
     let xg = Tensor::from_f64s(&[0.4, 0.1, 0.2, -0.1], &[1, 4], DType::F64).unwrap().requires_grad_(true).unwrap();
     let l = sid_generator_loss(&yr, &yf, &xg, 1.2).unwrap().sum_all().unwrap();
-    let g = grad(&[l], &[xg.clone()], None, false, false).unwrap()[0].clone().unwrap().to_vec_f64().unwrap();
+    let g =
+        grad(&[l], std::slice::from_ref(&xg), None, false, false).unwrap()[0].clone().unwrap().to_vec_f64().unwrap();
     let mae = (0.1 + 0.3 + 0.1 + 0.4) / 4.0;
     let w = 1.0 / f64::max(mae, 1e-5);
     let want: Vec<f64> = [0.4, -0.4, 0.4, 0.3].iter().map(|d| -w * d).collect();

@@ -263,7 +263,7 @@ fn apply(buf: &mut Vec<u8>, kind: u8, a: u64, b: u64) {
         }
         // Append or remove data bytes at the end.
         11 => {
-            if b % 2 == 0 {
+            if b.is_multiple_of(2) {
                 buf.extend((0..1 + a % 9).map(|k| k as u8));
             } else {
                 let n = (a % 9) as usize;

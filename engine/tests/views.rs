@@ -75,3 +75,13 @@ fn creation_ops() {
     assert!(r.iter().all(|&v| (-3..4).contains(&v)));
     assert!(r.contains(&-3) && r.contains(&3));
 }
+
+#[test]
+fn reductions_over_empty_axes() {
+    let x = Tensor::zeros(&[3, 0], DType::F32).unwrap();
+    let s = x.sum(&[1], false).unwrap();
+    assert_eq!(s.shape(), &[3]);
+    assert_eq!(s.to_vec_f32().unwrap(), vec![0.0; 3]);
+    assert!(x.max(&[1], false).is_err());
+    assert!(x.argmax(1, false).is_err());
+}

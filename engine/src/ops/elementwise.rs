@@ -6,6 +6,9 @@ use crate::tensor::{same_device, Tensor};
 use scorch_ops::cpu::elementwise::{BinaryOp, UnaryOp};
 use scorch_ops::{Cpu, DType, Kernels};
 
+/// Backward rule of a binary op: (a, b, out, grad) → (grad a, grad b) before broadcasting sums.
+type BinaryBackward = fn(&Tensor, &Tensor, &Tensor, &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)>;
+
 const FRAC_2_SQRT_PI: f64 = std::f64::consts::FRAC_2_SQRT_PI;
 
 impl Tensor {
@@ -196,12 +199,7 @@ impl Tensor {
 
     // ------------------------------------------------------------------ binary
 
-    fn binary_op(
-        &self,
-        other: &Tensor,
-        op: BinaryOp,
-        back: fn(&Tensor, &Tensor, &Tensor, &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)>,
-    ) -> Result<Tensor> {
+    fn binary_op(&self, other: &Tensor, op: BinaryOp, back: BinaryBackward) -> Result<Tensor> {
         let out = self.binary_raw(op, other)?;
         let (a, b) = (self.clone(), other.clone());
         Ok(record(out, op_name(op), &[self, other], move |ctx, g| {

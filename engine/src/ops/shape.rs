@@ -47,7 +47,7 @@ impl Tensor {
     pub fn reshape_infer(&self, shape: &[isize]) -> Result<Tensor> {
         let known: usize = shape.iter().filter(|&&d| d >= 0).map(|&d| d as usize).product();
         let holes = shape.iter().filter(|&&d| d < 0).count();
-        if holes > 1 || (holes == 1 && (known == 0 || self.numel() % known != 0)) {
+        if holes > 1 || (holes == 1 && (known == 0 || !self.numel().is_multiple_of(known))) {
             return msg(format!("reshape: cannot infer {shape:?} for {:?}", self.shape()));
         }
         let s: Vec<usize> =

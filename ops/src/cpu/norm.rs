@@ -42,7 +42,7 @@ impl NormGeom {
                     return shape_err("group_norm", format!("input {shape:?} needs at least [N, C]"));
                 }
                 let c = shape[1];
-                if g == 0 || c % g != 0 {
+                if g == 0 || !c.is_multiple_of(g) {
                     return shape_err("group_norm", format!("{c} channels are not divisible into {g} groups"));
                 }
                 let s: usize = shape[2..].iter().product();

@@ -41,9 +41,7 @@ fn kept_by_reduced<T: Copy + Send + Sync>(v: &[T], l: &Layout, axes: &[usize]) -
     (gather_strided(v, &pl), red)
 }
 
-fn reduce_rows<T: Float + Send + Sync>(data: &[T], red: usize, op: ReduceOp) -> Vec<T> {
-    let rows = if red == 0 { data.len() } else { data.len() / red };
-    let rows = if red == 0 { rows.max(0) } else { rows };
+fn reduce_rows<T: Float + Send + Sync>(data: &[T], rows: usize, red: usize, op: ReduceOp) -> Vec<T> {
     let row = |r: &[T]| -> T {
         match op {
             // Accumulate in f64: one pass, no cancellation worries for f32 inputs.
@@ -98,6 +96,7 @@ fn arg_rows<T: Float + Send + Sync>(data: &[T], red: usize, max: bool) -> Vec<i6
 pub fn reduce(op: ReduceOp, s: &CpuStorage, l: &Layout, axes: &[usize]) -> Result<CpuStorage> {
     let axes = check_axes(axes, l.rank())?;
     let red: usize = axes.iter().map(|&a| l.shape[a]).product();
+    let kept: usize = (0..l.rank()).filter(|d| !axes.contains(d)).map(|d| l.shape[d]).product();
     if matches!(op, ReduceOp::ArgMax | ReduceOp::ArgMin) {
         if axes.len() != 1 {
             return shape_err("argmax/argmin", format!("needs exactly one axis, got {axes:?}"));
@@ -126,11 +125,11 @@ pub fn reduce(op: ReduceOp, s: &CpuStorage, l: &Layout, axes: &[usize]) -> Resul
         l,
         |v, l| {
             let (d, r) = kept_by_reduced(v, l, &axes);
-            Ok(reduce_rows(&d, r, op))
+            Ok(reduce_rows(&d, kept, r, op))
         },
         |v, l| {
             let (d, r) = kept_by_reduced(v, l, &axes);
-            Ok(reduce_rows(&d, r, op))
+            Ok(reduce_rows(&d, kept, r, op))
         },
     )
 }

@@ -88,7 +88,7 @@ impl CpuStorage {
 
     /// A buffer holding `n` copies of `v` (converted to `dtype`).
     pub fn full(dtype: DType, n: usize, v: f64) -> Self {
-        Self::from_f64_iter(dtype, std::iter::repeat(v).take(n))
+        Self::from_f64_iter(dtype, std::iter::repeat_n(v, n))
     }
 
     /// Converts f64 values to `dtype` (bool: non-zero is true).
@@ -112,7 +112,7 @@ impl CpuStorage {
 
     /// Builds a buffer from little-endian bytes; the length must be a multiple of the size.
     pub fn from_bytes(dtype: DType, bytes: &[u8]) -> Result<Self> {
-        if bytes.len() % dtype.size() != 0 {
+        if !bytes.len().is_multiple_of(dtype.size()) {
             return Err(Error::Msg(format!(
                 "{} bytes is not a whole number of {dtype} elements ({} bytes each)",
                 bytes.len(),
