@@ -79,8 +79,16 @@ impl TensorDataset {
         if let Some(&bad) = indices.iter().find(|&&i| i >= self.len()) {
             return Err(Error::Config(format!("sample index {bad} out of range for {} samples", self.len())));
         }
-        let idx = Tensor::from_vec(indices.iter().map(|&i| i as i64).collect::<Vec<i64>>(), &[indices.len()])?;
-        Ok((self.images.index_select(0, &idx)?, self.labels.index_select(0, &idx)?))
+        if indices.is_empty() {
+            return Err(Error::Config("cannot gather an empty batch".into()));
+        }
+        // Row views then one concatenation: the cost is the batch's size. (`index_select`
+        // on the whole dataset would first copy all of it.)
+        let rows = |t: &Tensor| -> Result<Tensor> {
+            let views = indices.iter().map(|&i| t.narrow(0, i, 1)).collect::<scorch_engine::Result<Vec<_>>>()?;
+            Ok(Tensor::cat(&views, 0)?)
+        };
+        Ok((rows(&self.images)?, rows(&self.labels)?))
     }
 
     /// Mini-batches of `batch_size` for one epoch: in order when `seed` is `None`,
