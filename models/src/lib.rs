@@ -6,6 +6,7 @@
 //! (Fashion-MNIST as tensors, seeded mini-batches).
 
 pub mod data;
+pub mod edm;
 pub mod error;
 pub mod metrics;
 pub mod nn;
