@@ -24,6 +24,11 @@ impl Generator {
     pub fn state(&self) -> (u64, u64) {
         (self.seed.load(Ordering::SeqCst), self.offset.load(Ordering::SeqCst))
     }
+    /// Restores (seed, offset), e.g. from a checkpoint, on a shared generator.
+    pub fn set_state(&self, seed: u64, offset: u64) {
+        self.seed.store(seed, Ordering::SeqCst);
+        self.offset.store(offset, Ordering::SeqCst);
+    }
     pub fn manual_seed(&self, seed: u64) {
         self.seed.store(seed, Ordering::SeqCst);
         self.offset.store(0, Ordering::SeqCst);

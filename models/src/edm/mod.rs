@@ -33,6 +33,7 @@ pub mod networks;
 pub mod precond;
 pub mod presets;
 pub mod sampler;
+pub mod train;
 
 pub use loss::EdmLoss;
 pub use networks::{DhariwalUNet, DhariwalUNetConfig, SongUNet, SongUNetConfig, UNet, UNetConfig};

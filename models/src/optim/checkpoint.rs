@@ -18,9 +18,33 @@ pub fn save_checkpoint(
     optimizer: Option<&dyn Optimizer>,
     ema: Option<&Ema>,
 ) -> Result<()> {
+    save_checkpoint_with(path, store, optimizer, ema, &[])
+}
+
+/// Prefix of the caller's extra entries (training step, RNG state, …).
+pub const TRAIN_PREFIX: &str = "train.";
+
+/// [`save_checkpoint`] plus the caller's `extra` tensors, whose names must start with
+/// [`TRAIN_PREFIX`] (everything lands in the same file, written atomically).
+pub fn save_checkpoint_with(
+    path: impl AsRef<Path>,
+    store: &ParamStore,
+    optimizer: Option<&dyn Optimizer>,
+    ema: Option<&Ema>,
+    extra: &[RawTensor],
+) -> Result<()> {
     let path = path.as_ref();
-    let reserved: Vec<String> =
-        store.names().into_iter().filter(|n| n.starts_with(OPT_PREFIX) || n.starts_with(EMA_PREFIX)).collect();
+    if let Some(bad) = extra.iter().find(|r| !r.name.starts_with(TRAIN_PREFIX)) {
+        return Err(Error::Checkpoint {
+            path: path.to_path_buf(),
+            detail: format!("extra entry `{}` must start with `{TRAIN_PREFIX}`", bad.name),
+        });
+    }
+    let reserved: Vec<String> = store
+        .names()
+        .into_iter()
+        .filter(|n| n.starts_with(OPT_PREFIX) || n.starts_with(EMA_PREFIX) || n.starts_with(TRAIN_PREFIX))
+        .collect();
     if !reserved.is_empty() {
         return Err(Error::Checkpoint {
             path: path.to_path_buf(),
@@ -34,6 +58,7 @@ pub fn save_checkpoint(
     if let Some(ema) = ema {
         tensors.extend(ema.state_tensors()?);
     }
+    tensors.extend(extra.iter().cloned());
     let meta = BTreeMap::from([("format".to_string(), "scorch.checkpoint".to_string())]);
     safetensors_io::save(path, &tensors, Some(&meta))?;
     Ok(())
@@ -50,8 +75,28 @@ pub fn load_checkpoint(
     optimizer: Option<&mut dyn Optimizer>,
     ema: Option<&mut Ema>,
 ) -> Result<()> {
+    let extra = load_checkpoint_with(path.as_ref(), store, optimizer, ema)?;
+    if let Some(first) = extra.first() {
+        return Err(Error::Checkpoint {
+            path: path.as_ref().to_path_buf(),
+            detail: format!("holds training state (e.g. `{}`); load it with load_checkpoint_with", first.name),
+        });
+    }
+    Ok(())
+}
+
+/// [`load_checkpoint`] that also returns the [`TRAIN_PREFIX`] entries saved by
+/// [`save_checkpoint_with`].
+pub fn load_checkpoint_with(
+    path: impl AsRef<Path>,
+    store: &ParamStore,
+    optimizer: Option<&mut dyn Optimizer>,
+    ema: Option<&mut Ema>,
+) -> Result<Vec<RawTensor>> {
     let path = path.as_ref();
     let raw = safetensors_io::load(path)?;
+    let (extra, raw): (Vec<RawTensor>, Vec<RawTensor>) =
+        raw.into_iter().partition(|r| r.name.starts_with(TRAIN_PREFIX));
     let (opt_part, rest): (Vec<RawTensor>, Vec<RawTensor>) =
         raw.into_iter().partition(|r| r.name.starts_with(OPT_PREFIX));
     let (ema_part, params): (Vec<RawTensor>, Vec<RawTensor>) =
@@ -79,5 +124,5 @@ pub fn load_checkpoint(
     if let Some(ema) = ema {
         ema.load_state_tensors(&ema_part, path)?;
     }
-    Ok(())
+    Ok(extra)
 }

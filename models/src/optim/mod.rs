@@ -16,7 +16,7 @@ mod ema;
 mod sgd;
 
 pub use adam::{Adam, AdamConfig};
-pub use checkpoint::{load_checkpoint, save_checkpoint};
+pub use checkpoint::{load_checkpoint, load_checkpoint_with, save_checkpoint, save_checkpoint_with, TRAIN_PREFIX};
 pub use clip::clip_grad_norm;
 pub use ema::{Ema, EMA_PREFIX};
 pub use sgd::{Sgd, SgdConfig};

@@ -1,0 +1,337 @@
+//! EDM teacher training (../shared/spec/edm-sid.md §1.2, `training/training_loop.py`):
+//! Adam with learning-rate warm-up, EMA with a half-life in images (and its ramp-up),
+//! gradients through `nan_to_num`, loss scaling, gradient accumulation, and checkpoints that
+//! resume bit-for-bit on the same device (data order, RNG streams, optimizer, EMA, step).
+
+use super::loss::EdmLoss;
+use super::precond::{EdmConfig, EdmPrecond};
+use super::sampler::EdmSampler;
+use super::{networks::SongUNetConfig, networks::UNetConfig};
+use crate::data::fmnist_tensor::{load_fmnist_tensors, PixelRange, TensorDataset};
+use crate::data::idx::{fmnist_dir, shuffled_indices, Split};
+use crate::error::{Error, Result};
+use crate::optim::{load_checkpoint_with, save_checkpoint_with, Adam, AdamConfig, Ema, Optimizer};
+use crate::params::ParamStore;
+use crate::train::{progress_bar, save_grid, MetricsLog};
+use scorch_engine::safetensors_io::RawTensor;
+use scorch_engine::{no_grad, DType, Generator, Tensor};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+/// The network part of a recipe (a SongUNet DDPM++ at the data's resolution).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ModelRecipe {
+    /// Base channels (upstream CIFAR-10: 128).
+    pub model_channels: usize,
+    /// Per-level multipliers (upstream CIFAR-10: [2, 2, 2]).
+    pub channel_mult: Vec<usize>,
+    /// Residual blocks per level (upstream: 4).
+    pub num_blocks: usize,
+    /// Resolutions with self-attention (upstream: [16]).
+    pub attn_resolutions: Vec<usize>,
+    /// Dropout (upstream CIFAR-10: 0.13).
+    pub dropout: f64,
+    /// Label dropout for classifier-free guidance (upstream EDM: 0; SiD-LSG teachers use 0.1).
+    pub label_dropout: f64,
+}
+
+impl Default for ModelRecipe {
+    fn default() -> Self {
+        ModelRecipe {
+            model_channels: 32,
+            channel_mult: vec![1, 2, 2],
+            num_blocks: 2,
+            attn_resolutions: vec![8],
+            dropout: 0.1,
+            label_dropout: 0.0,
+        }
+    }
+}
+
+/// An EDM training recipe; every field has a default (`recipes/edm-fmnist.toml` annotates
+/// each with its upstream value).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct EdmRecipe {
+    /// Dataset: `fashion-mnist` (28×28 padded to 32×32, [−1, 1]).
+    pub dataset: String,
+    /// Data directory (default: SCORCH_FMNIST_DIR or the Debian package's path).
+    pub data_dir: Option<String>,
+    /// Use only the first N training images (0 = all).
+    pub limit_images: usize,
+    /// Class-conditional (one-hot labels).
+    pub conditional: bool,
+    pub model: ModelRecipe,
+    /// Total optimizer steps.
+    pub steps: u64,
+    /// Images per step (upstream CIFAR-10: 512).
+    pub batch: usize,
+    /// Gradient-accumulation rounds per step (batch is split across them).
+    pub accumulate: usize,
+    /// Adam learning rate (upstream: 1e-3).
+    pub lr: f64,
+    /// Adam betas (upstream: [0.9, 0.999]).
+    pub betas: [f64; 2],
+    /// Adam epsilon (upstream: 1e-8).
+    pub eps: f64,
+    /// Learning-rate warm-up length in images (upstream: 10 Mimg; scaled to the run here).
+    pub lr_rampup_images: u64,
+    /// EMA half-life in images (upstream: 0.5 Mimg).
+    pub ema_halflife_images: f64,
+    /// EMA ramp-up ratio: half-life ≤ ratio · images seen (upstream: 0.05).
+    pub ema_rampup_ratio: f64,
+    /// Loss scaling (upstream: 1).
+    pub loss_scaling: f64,
+    /// Seed of the data order, the noise and the initialisation.
+    pub seed: u64,
+    /// Steps between checkpoints.
+    pub checkpoint_every: u64,
+    /// Steps between metric records.
+    pub log_every: u64,
+    /// Steps between sample grids (0 = only at the end).
+    pub sample_every: u64,
+    /// Images in a sample grid.
+    pub sample_count: usize,
+    /// Heun steps for sample grids (18 → NFE 35).
+    pub sample_steps: usize,
+}
+
+impl Default for EdmRecipe {
+    fn default() -> Self {
+        EdmRecipe {
+            dataset: "fashion-mnist".into(),
+            data_dir: None,
+            limit_images: 0,
+            conditional: false,
+            model: ModelRecipe::default(),
+            steps: 20_000,
+            batch: 64,
+            accumulate: 1,
+            lr: 1e-3,
+            betas: [0.9, 0.999],
+            eps: 1e-8,
+            lr_rampup_images: 200_000,
+            ema_halflife_images: 500_000.0,
+            ema_rampup_ratio: 0.05,
+            loss_scaling: 1.0,
+            seed: 0,
+            checkpoint_every: 500,
+            log_every: 50,
+            sample_every: 0,
+            sample_count: 64,
+            sample_steps: 18,
+        }
+    }
+}
+
+impl EdmRecipe {
+    /// Checks values a run cannot work with, naming the field.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |f: &str, why: &str| Err(Error::Config(format!("recipe field `{f}`: {why}")));
+        if self.dataset != "fashion-mnist" {
+            return bad("dataset", "only `fashion-mnist` is supported so far");
+        }
+        if self.batch == 0 || self.accumulate == 0 || self.batch % self.accumulate != 0 {
+            return bad("batch", "must be positive and divisible by `accumulate`");
+        }
+        if !(self.lr > 0.0) {
+            return bad("lr", "must be positive");
+        }
+        if self.checkpoint_every == 0 || self.log_every == 0 {
+            return bad("checkpoint_every", "checkpoint_every and log_every must be positive");
+        }
+        Ok(())
+    }
+
+    /// The network configuration this recipe trains.
+    pub fn edm_config(&self) -> EdmConfig {
+        EdmConfig::new(UNetConfig::Song(SongUNetConfig {
+            label_dim: if self.conditional { 10 } else { 0 },
+            model_channels: self.model.model_channels,
+            channel_mult: self.model.channel_mult.clone(),
+            num_blocks: self.model.num_blocks,
+            attn_resolutions: self.model.attn_resolutions.clone(),
+            dropout: self.model.dropout,
+            label_dropout: self.model.label_dropout,
+            ..SongUNetConfig::ddpmpp(32, 1)
+        }))
+    }
+}
+
+/// Fashion-MNIST as EDM sees it: `[N, 1, 32, 32]` in [−1, 1] (padded with −1) and labels.
+pub fn fmnist_32(dir: &Path, split: Split, limit: usize) -> Result<TensorDataset> {
+    let ds = load_fmnist_tensors(dir, split, PixelRange::MinusOneOne)?;
+    let ds = if limit > 0 && limit < ds.len() { ds.take(limit)? } else { ds };
+    let padded = ds.images().pad(&[(2, 2), (2, 2)], -1.0)?;
+    TensorDataset::new(padded, ds.labels().clone())
+}
+
+/// Everything a run keeps between steps, besides the weights.
+struct TrainState {
+    step: u64,
+    noise: Generator,
+}
+
+fn state_tensors(st: &TrainState, dropout: &Generator) -> Result<Vec<RawTensor>> {
+    let (s1, o1) = st.noise.state();
+    let (s2, o2) = dropout.state();
+    let v = vec![st.step as i64, s1 as i64, o1 as i64, s2 as i64, o2 as i64];
+    Ok(vec![Tensor::from_vec(v, &[5])?.to_raw("train.state")?])
+}
+
+/// What a finished (or interrupted) run reports.
+#[derive(Clone, Debug)]
+pub struct RunSummary {
+    pub steps: u64,
+    pub last_loss: f64,
+    pub seconds: f64,
+    pub checkpoint: PathBuf,
+}
+
+/// Trains (or resumes) an EDM teacher into `out`: `checkpoint.safetensors` (weights,
+/// optimizer, EMA, training state; rewritten atomically), `ema.safetensors` (the EMA
+/// weights alone, for sampling), `metrics.jsonl`, `recipe.toml` and sample grids.
+/// Stops after `recipe.steps` steps in total (a resumed run continues to the same total).
+pub fn train_edm(recipe: &EdmRecipe, out: &Path, resume: bool, quiet: bool) -> Result<RunSummary> {
+    recipe.validate()?;
+    std::fs::create_dir_all(out).map_err(|e| Error::Output(format!("creating {}: {e}", out.display())))?;
+    let resolved = toml::to_string_pretty(recipe).map_err(|e| Error::Output(format!("serialising the recipe: {e}")))?;
+    std::fs::write(out.join("recipe.toml"), resolved)
+        .map_err(|e| Error::Output(format!("writing recipe.toml: {e}")))?;
+
+    let dir = recipe.data_dir.as_ref().map(PathBuf::from).unwrap_or_else(fmnist_dir);
+    let data = fmnist_32(&dir, Split::Train, recipe.limit_images)?;
+    let store = ParamStore::new(DType::F32, recipe.seed);
+    let net = EdmPrecond::new(&store.root(), &recipe.edm_config())?;
+    store.set_training(true);
+    let named = store.named_parameters();
+    let mut opt = Adam::new(
+        named.clone(),
+        AdamConfig {
+            lr: recipe.lr,
+            beta1: recipe.betas[0],
+            beta2: recipe.betas[1],
+            eps: recipe.eps,
+            ..AdamConfig::default()
+        },
+    )?;
+    let mut ema = Ema::new(named.clone(), 0.0)?;
+    let mut st = TrainState { step: 0, noise: Generator::new(recipe.seed.wrapping_add(1)) };
+    let ckpt = out.join("checkpoint.safetensors");
+    if resume && ckpt.exists() {
+        let extra = load_checkpoint_with(&ckpt, &store, Some(&mut opt), Some(&mut ema))?;
+        let s = extra
+            .iter()
+            .find(|r| r.name == "train.state")
+            .ok_or_else(|| Error::Checkpoint { path: ckpt.clone(), detail: "no `train.state` entry".into() })?;
+        let v = Tensor::from_raw(s)?.to_vec::<i64>()?;
+        if v.len() != 5 {
+            return Err(Error::Checkpoint { path: ckpt.clone(), detail: "`train.state` must hold 5 values".into() });
+        }
+        st.step = v[0] as u64;
+        st.noise.set_state(v[1] as u64, v[2] as u64);
+        store.rng().set_state(v[3] as u64, v[4] as u64);
+    }
+
+    let loss_fn = EdmLoss::default();
+    let log = MetricsLog::open(out)?;
+    let n = data.len();
+    let per_round = recipe.batch / recipe.accumulate;
+    let pb = progress_bar(recipe.steps, st.step);
+    if quiet {
+        pb.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
+    let t0 = Instant::now();
+    let mut last_loss = f64::NAN;
+    let start_step = st.step;
+    while st.step < recipe.steps {
+        let images_seen = st.step * recipe.batch as u64;
+        let mut loss_sum = 0.0;
+        opt.zero_grad();
+        for round in 0..recipe.accumulate {
+            // Stateless data order: sample k of the run is position k % n of epoch k / n.
+            let first = images_seen + (round * per_round) as u64;
+            let idx: Vec<usize> = (0..per_round as u64)
+                .map(|j| {
+                    let k = first + j;
+                    let perm = shuffled_indices(n, recipe.seed, k / n as u64);
+                    perm[(k % n as u64) as usize]
+                })
+                .collect();
+            let (x, y) = data.gather(&idx)?;
+            let labels = if recipe.conditional { Some(y.one_hot(10, DType::F32)?) } else { None };
+            let loss = loss_fn.loss(&net, &x, labels.as_ref(), &st.noise)?;
+            let total = loss.sum_all()?;
+            loss_sum += total.item()?;
+            total.mul_scalar(recipe.loss_scaling / recipe.batch as f64)?.backward()?;
+        }
+        {
+            let _g = no_grad();
+            for (_, p) in &named {
+                if let Some(g) = p.grad() {
+                    g.assign(&g.nan_to_num(0.0, 1e5, -1e5)?)?;
+                }
+            }
+        }
+        let lr = recipe.lr
+            * ((images_seen + recipe.batch as u64) as f64 / (recipe.lr_rampup_images as f64).max(1e-8)).min(1.0);
+        opt.set_lr(lr);
+        opt.step()?;
+        st.step += 1;
+        let seen = st.step * recipe.batch as u64;
+        ema.set_beta(Ema::edm_beta(recipe.ema_halflife_images, recipe.batch, seen, Some(recipe.ema_rampup_ratio)))?;
+        ema.update()?;
+        last_loss = loss_sum / (recipe.batch * data.images().numel() / n) as f64;
+        pb.set_position(st.step);
+        pb.set_message(format!("loss {last_loss:.4}"));
+        if st.step % recipe.log_every == 0 || st.step == recipe.steps {
+            log.log(&serde_json::json!({
+                "step": st.step, "images": seen, "loss": last_loss, "lr": lr,
+                "sec_per_step": t0.elapsed().as_secs_f64() / (st.step - start_step) as f64,
+            }))?;
+        }
+        if st.step % recipe.checkpoint_every == 0 || st.step == recipe.steps {
+            save_checkpoint_with(&ckpt, &store, Some(&opt), Some(&ema), &state_tensors(&st, &store.rng())?)?;
+        }
+        if recipe.sample_every > 0 && st.step % recipe.sample_every == 0 {
+            sample_grid(&net, &ema, recipe, &out.join(format!("samples-{:07}.png", st.step)))?;
+        }
+    }
+    pb.finish_and_clear();
+    // The EMA weights alone, under the network's own names, for sampling and shipping.
+    ema.swap()?;
+    store.save(out.join("ema.safetensors"))?;
+    if recipe.sample_count > 0 {
+        sample_grid_current(&net, recipe, &out.join("samples.png"))?;
+    }
+    ema.swap()?;
+    Ok(RunSummary { steps: st.step, last_loss, seconds: t0.elapsed().as_secs_f64(), checkpoint: ckpt })
+}
+
+fn sample_grid(net: &EdmPrecond, ema: &Ema, recipe: &EdmRecipe, path: &Path) -> Result<()> {
+    ema.swap()?;
+    let r = sample_grid_current(net, recipe, path);
+    ema.swap()?;
+    r
+}
+
+/// Samples `sample_count` images with the current weights (eval mode, Heun) into a grid.
+fn sample_grid_current(net: &EdmPrecond, recipe: &EdmRecipe, path: &Path) -> Result<()> {
+    let was = net.store().is_training();
+    net.store().set_training(false);
+    let gen = Generator::new(recipe.seed.wrapping_add(7));
+    let n = recipe.sample_count;
+    let z = Tensor::randn(&[n, 1, 32, 32], DType::F32, &gen)?;
+    let labels = if recipe.conditional {
+        let cls: Vec<i64> = (0..n as i64).map(|i| i % 10).collect();
+        Some(Tensor::from_vec(cls, &[n])?.one_hot(10, DType::F32)?)
+    } else {
+        None
+    };
+    let sampler = EdmSampler { num_steps: recipe.sample_steps, ..EdmSampler::default() };
+    let x = sampler.sample(net, &z, labels.as_ref(), &gen)?;
+    net.store().set_training(was);
+    save_grid(&x, 8.min(n.max(1)), -1.0, 1.0, path)
+}
