@@ -60,8 +60,7 @@ pub const IDX_IMAGES_MAGIC: u32 = 0x0000_0803;
 pub const IDX_LABELS_MAGIC: u32 = 0x0000_0801;
 
 /// Hint appended to "not found" errors.
-const INSTALL_HINT: &str =
-    "install it with `apt-get install dataset-fashion-mnist` or set SCORCH_FMNIST_DIR";
+const INSTALL_HINT: &str = "install it with `apt-get install dataset-fashion-mnist` or set SCORCH_FMNIST_DIR";
 
 /// First two bytes of every gzip stream.
 const GZIP_MAGIC: [u8; 2] = [0x1f, 0x8b];
@@ -225,11 +224,7 @@ impl IdxImages {
     /// # Panics
     /// If `i >= self.n`.
     pub fn image(&self, i: usize) -> &[u8] {
-        assert!(
-            i < self.n,
-            "image index {i} out of range for {} images",
-            self.n
-        );
+        assert!(i < self.n, "image index {i} out of range for {} images", self.n);
         let size = self.image_size();
         &self.pixels[i * size..(i + 1) * size]
     }
@@ -286,9 +281,7 @@ fn dir_from_env_value(value: Option<OsString>) -> PathBuf {
 /// [`read_idx_labels`].
 pub fn load_fmnist(dir: &Path, split: Split) -> Result<LabeledImages, DataError> {
     if !dir.is_dir() {
-        return Err(DataError::MissingDir {
-            path: dir.to_path_buf(),
-        });
+        return Err(DataError::MissingDir { path: dir.to_path_buf() });
     }
     let prefix = split.file_prefix();
     let images_path = find_data_file(dir, &format!("{prefix}-images-idx3-ubyte"))?;
@@ -298,19 +291,10 @@ pub fn load_fmnist(dir: &Path, split: Split) -> Result<LabeledImages, DataError>
     let labels = read_idx_labels(&labels_path)?;
 
     if images.n != labels.len() {
-        return Err(DataError::CountMismatch {
-            images_path,
-            images: images.n,
-            labels_path,
-            labels: labels.len(),
-        });
+        return Err(DataError::CountMismatch { images_path, images: images.n, labels_path, labels: labels.len() });
     }
     if let Some(index) = labels.iter().position(|&l| usize::from(l) >= NUM_CLASSES) {
-        return Err(DataError::BadLabel {
-            path: labels_path,
-            index,
-            label: labels[index],
-        });
+        return Err(DataError::BadLabel { path: labels_path, index, label: labels[index] });
     }
     Ok(LabeledImages { images, labels })
 }
@@ -342,12 +326,7 @@ pub fn read_idx_images(path: impl AsRef<Path>) -> Result<IdxImages, DataError> {
     let path = path.as_ref();
     let (dims, pixels) = read_idx(path, IDX_IMAGES_MAGIC, "images")?;
     let [n, rows, cols] = [dims[0], dims[1], dims[2]].map(to_usize);
-    Ok(IdxImages {
-        n,
-        rows,
-        cols,
-        pixels,
-    })
+    Ok(IdxImages { n, rows, cols, pixels })
 }
 
 /// Reads an IDX1 unsigned-byte label file (gzip-compressed or raw).
@@ -372,10 +351,7 @@ fn to_usize(v: u32) -> usize {
 /// (the low byte of which is the number of dimensions). Returns the
 /// dimensions and the payload, whose length equals their product.
 fn read_idx(path: &Path, magic: u32, what: &'static str) -> Result<(Vec<u32>, Vec<u8>), DataError> {
-    let io_err = |source: io::Error| DataError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
+    let io_err = |source: io::Error| DataError::Io { path: path.to_path_buf(), source };
     let mut reader = open_maybe_gz(path)?;
 
     // Magic number.
@@ -384,20 +360,11 @@ fn read_idx(path: &Path, magic: u32, what: &'static str) -> Result<(Vec<u32>, Ve
     let ndims = (magic & 0xff) as usize;
     let header_len = 4 * (1 + ndims) as u64;
     if got < word.len() {
-        return Err(DataError::Truncated {
-            path: path.to_path_buf(),
-            expected: header_len,
-            found: got as u64,
-        });
+        return Err(DataError::Truncated { path: path.to_path_buf(), expected: header_len, found: got as u64 });
     }
     let found = u32::from_be_bytes(word);
     if found != magic {
-        return Err(DataError::BadMagic {
-            path: path.to_path_buf(),
-            found,
-            expected: magic,
-            what,
-        });
+        return Err(DataError::BadMagic { path: path.to_path_buf(), found, expected: magic, what });
     }
 
     // Dimensions.
@@ -413,11 +380,7 @@ fn read_idx(path: &Path, magic: u32, what: &'static str) -> Result<(Vec<u32>, Ve
         }
         dims.push(u32::from_be_bytes(word));
     }
-    let bad_dims = |reason| DataError::BadDims {
-        path: path.to_path_buf(),
-        dims: dims.clone(),
-        reason,
-    };
+    let bad_dims = |reason| DataError::BadDims { path: path.to_path_buf(), dims: dims.clone(), reason };
     // Every dimension but the leading (sample-count) one must be non-zero.
     if dims.iter().skip(1).any(|&d| d == 0) {
         return Err(bad_dims("zero-sized sample dimension"));
@@ -427,14 +390,10 @@ fn read_idx(path: &Path, magic: u32, what: &'static str) -> Result<(Vec<u32>, Ve
         .try_fold(1u64, |acc, &d| acc.checked_mul(u64::from(d)))
         .ok_or_else(|| bad_dims("total size overflows 64 bits"))?;
     if usize::try_from(payload).is_err() {
-        return Err(bad_dims(
-            "total size does not fit in memory on this platform",
-        ));
+        return Err(bad_dims("total size does not fit in memory on this platform"));
     }
     // Also guarantees that `payload + 1` below cannot overflow.
-    let expected_total = header_len
-        .checked_add(payload)
-        .ok_or_else(|| bad_dims("total size overflows 64 bits"))?;
+    let expected_total = header_len.checked_add(payload).ok_or_else(|| bad_dims("total size overflows 64 bits"))?;
 
     // Payload: read at most `payload + 1` bytes; the buffer grows with the
     // data actually present, so a lying header cannot force a huge allocation.
@@ -461,10 +420,7 @@ fn read_idx(path: &Path, magic: u32, what: &'static str) -> Result<(Vec<u32>, Ve
         });
     }
     if got > payload {
-        return Err(DataError::TrailingData {
-            path: path.to_path_buf(),
-            expected: expected_total,
-        });
+        return Err(DataError::TrailingData { path: path.to_path_buf(), expected: expected_total });
     }
     Ok((dims, data))
 }
@@ -474,31 +430,19 @@ fn read_idx(path: &Path, magic: u32, what: &'static str) -> Result<(Vec<u32>, Ve
 fn open_maybe_gz(path: &Path) -> Result<Box<dyn Read>, DataError> {
     let file = File::open(path).map_err(|source| {
         if source.kind() == io::ErrorKind::NotFound {
-            DataError::MissingFile {
-                path: path.to_path_buf(),
-            }
+            DataError::MissingFile { path: path.to_path_buf() }
         } else {
-            DataError::Io {
-                path: path.to_path_buf(),
-                source,
-            }
+            DataError::Io { path: path.to_path_buf(), source }
         }
     })?;
     let mut reader = BufReader::new(file);
     let is_gz = {
-        let head = reader.fill_buf().map_err(|source| DataError::Io {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let head = reader.fill_buf().map_err(|source| DataError::Io { path: path.to_path_buf(), source })?;
         // `fill_buf` on a regular file returns its first buffer-full, so this
         // sees both magic bytes whenever the file has them.
         head.starts_with(&GZIP_MAGIC)
     };
-    Ok(if is_gz {
-        Box::new(MultiGzDecoder::new(reader))
-    } else {
-        Box::new(reader)
-    })
+    Ok(if is_gz { Box::new(MultiGzDecoder::new(reader)) } else { Box::new(reader) })
 }
 
 /// Reads into `buf` until it is full or the reader hits EOF; returns the
@@ -636,11 +580,7 @@ pub fn batches(
     drop_last: bool,
 ) -> impl ExactSizeIterator<Item = &[usize]> + DoubleEndedIterator {
     assert!(batch > 0, "batch size must be positive");
-    let len = if drop_last {
-        indices.len() / batch * batch
-    } else {
-        indices.len()
-    };
+    let len = if drop_last { indices.len() / batch * batch } else { indices.len() };
     indices[..len].chunks(batch)
 }
 
@@ -658,10 +598,8 @@ mod tests {
     impl TempDir {
         fn new(tag: &str) -> Self {
             static COUNTER: AtomicUsize = AtomicUsize::new(0);
-            let nanos = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map(|d| d.as_nanos())
-                .unwrap_or(0);
+            let nanos =
+                std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
             let dir = std::env::temp_dir().join(format!(
                 "scorch-idx-{tag}-{}-{}-{nanos}",
                 std::process::id(),
@@ -764,12 +702,7 @@ mod tests {
     #[test]
     fn empty_split_is_allowed() {
         let dir = TempDir::new("empty");
-        write_split(
-            &dir,
-            &idx_bytes(IDX_IMAGES_MAGIC, &[0, 28, 28], &[]),
-            &labels_file(&[]),
-            true,
-        );
+        write_split(&dir, &idx_bytes(IDX_IMAGES_MAGIC, &[0, 28, 28], &[]), &labels_file(&[]), true);
         let data = load_fmnist(&dir.0, Split::Test).unwrap();
         assert!(data.is_empty());
         assert_eq!((data.images.rows, data.images.cols), (28, 28));
@@ -780,41 +713,26 @@ mod tests {
         let dir = TempDir::new("missing");
         let gone = dir.0.join("nope");
         let err = load_fmnist(&gone, Split::Train).unwrap_err();
-        assert!(
-            matches!(&err, DataError::MissingDir { path } if *path == gone),
-            "{err:?}"
-        );
+        assert!(matches!(&err, DataError::MissingDir { path } if *path == gone), "{err:?}");
         let msg = err.to_string();
         assert!(msg.contains(&gone.display().to_string()), "{msg}");
-        assert!(
-            msg.contains("apt-get install dataset-fashion-mnist"),
-            "{msg}"
-        );
+        assert!(msg.contains("apt-get install dataset-fashion-mnist"), "{msg}");
         assert!(msg.contains("SCORCH_FMNIST_DIR"), "{msg}");
 
         // Directory exists but has no files.
         let err = load_fmnist(&dir.0, Split::Train).unwrap_err();
         let want = dir.0.join("train-images-idx3-ubyte.gz");
-        assert!(
-            matches!(&err, DataError::MissingFile { path } if *path == want),
-            "{err:?}"
-        );
+        assert!(matches!(&err, DataError::MissingFile { path } if *path == want), "{err:?}");
         let msg = err.to_string();
         assert!(msg.contains(&want.display().to_string()), "{msg}");
-        assert!(
-            msg.contains("apt-get install dataset-fashion-mnist"),
-            "{msg}"
-        );
+        assert!(msg.contains("apt-get install dataset-fashion-mnist"), "{msg}");
 
         // Images present, labels missing.
         let (img, _) = images_file(1);
         dir.write("train-images-idx3-ubyte.gz", &img, true);
         let err = load_fmnist(&dir.0, Split::Train).unwrap_err();
         let want = dir.0.join("train-labels-idx1-ubyte.gz");
-        assert!(
-            matches!(&err, DataError::MissingFile { path } if *path == want),
-            "{err:?}"
-        );
+        assert!(matches!(&err, DataError::MissingFile { path } if *path == want), "{err:?}");
 
         // Direct reads of a missing file.
         let err = read_idx_labels(dir.0.join("absent")).unwrap_err();
@@ -831,29 +749,13 @@ mod tests {
             let p = dir.write(&format!("lab-{gz}"), &lab, gz);
             let err = read_idx_images(&p).unwrap_err();
             assert!(
-                matches!(
-                    err,
-                    DataError::BadMagic {
-                        found: IDX_LABELS_MAGIC,
-                        expected: IDX_IMAGES_MAGIC,
-                        ..
-                    }
-                ),
+                matches!(err, DataError::BadMagic { found: IDX_LABELS_MAGIC, expected: IDX_IMAGES_MAGIC, .. }),
                 "{err:?}"
             );
             assert!(err.to_string().contains("0x00000801"), "{err}");
             let p = dir.write(&format!("img-{gz}"), &img, gz);
             let err = read_idx_labels(&p).unwrap_err();
-            assert!(
-                matches!(
-                    err,
-                    DataError::BadMagic {
-                        found: IDX_IMAGES_MAGIC,
-                        ..
-                    }
-                ),
-                "{err:?}"
-            );
+            assert!(matches!(err, DataError::BadMagic { found: IDX_IMAGES_MAGIC, .. }), "{err:?}");
             // Arbitrary text.
             let p = dir.write(&format!("txt-{gz}"), b"hello, world, not idx", gz);
             let err = read_idx_images(&p).unwrap_err();
@@ -870,15 +772,9 @@ mod tests {
                 let p = dir.write(&format!("img-{gz}-{cut}"), &img[..cut], gz);
                 let err = read_idx_images(&p).unwrap_err();
                 match err {
-                    DataError::Truncated {
-                        expected, found, ..
-                    } => {
+                    DataError::Truncated { expected, found, .. } => {
                         let expected_total = if cut < 16 { 16 } else { img.len() as u64 };
-                        assert_eq!(
-                            (expected, found),
-                            (expected_total, cut as u64),
-                            "gz={gz} cut={cut}"
-                        );
+                        assert_eq!((expected, found), (expected_total, cut as u64), "gz={gz} cut={cut}");
                     }
                     other => panic!("gz={gz} cut={cut}: {other:?}"),
                 }
@@ -888,25 +784,12 @@ mod tests {
         let full = gzip(&img);
         let p = dir.write("cut.gz", &full[..full.len() - 10], false);
         let err = read_idx_images(&p).unwrap_err();
-        assert!(
-            matches!(err, DataError::Truncated { .. } | DataError::Io { .. }),
-            "{err:?}"
-        );
+        assert!(matches!(err, DataError::Truncated { .. } | DataError::Io { .. }), "{err:?}");
         // Labels file cut short.
         let lab = labels_file(&[1, 2, 3, 4]);
         let p = dir.write("lab", &lab[..lab.len() - 2], false);
         let err = read_idx_labels(&p).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                DataError::Truncated {
-                    expected: 12,
-                    found: 10,
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
+        assert!(matches!(err, DataError::Truncated { expected: 12, found: 10, .. }), "{err:?}");
     }
 
     #[test]
@@ -917,10 +800,7 @@ mod tests {
         for gz in [false, true] {
             let p = dir.write(&format!("lab-{gz}"), &lab, gz);
             let err = read_idx_labels(&p).unwrap_err();
-            assert!(
-                matches!(err, DataError::TrailingData { expected: 10, .. }),
-                "{err:?}"
-            );
+            assert!(matches!(err, DataError::TrailingData { expected: 10, .. }), "{err:?}");
         }
     }
 
@@ -940,65 +820,27 @@ mod tests {
     fn absurd_dims_do_not_allocate_or_panic() {
         let dir = TempDir::new("dims");
         // Product overflows u64.
-        let p = dir.write(
-            "overflow",
-            &idx_bytes(IDX_IMAGES_MAGIC, &[u32::MAX; 3], &[1, 2, 3]),
-            true,
-        );
+        let p = dir.write("overflow", &idx_bytes(IDX_IMAGES_MAGIC, &[u32::MAX; 3], &[1, 2, 3]), true);
         let err = read_idx_images(&p).unwrap_err();
-        assert!(
-            matches!(&err, DataError::BadDims { dims, .. } if dims == &[u32::MAX; 3]),
-            "{err:?}"
-        );
+        assert!(matches!(&err, DataError::BadDims { dims, .. } if dims == &[u32::MAX; 3]), "{err:?}");
         // Zero-sized images.
-        let p = dir.write(
-            "zero",
-            &idx_bytes(IDX_IMAGES_MAGIC, &[5, 0, 28], &[]),
-            false,
-        );
+        let p = dir.write("zero", &idx_bytes(IDX_IMAGES_MAGIC, &[5, 0, 28], &[]), false);
         let err = read_idx_images(&p).unwrap_err();
         assert!(matches!(err, DataError::BadDims { .. }), "{err:?}");
         // Exactly u64::MAX bytes: the header + payload total overflows.
-        let p = dir.write(
-            "max",
-            &idx_bytes(IDX_IMAGES_MAGIC, &[65535, 42_009_217, 6_700_417], &[]),
-            false,
-        );
+        let p = dir.write("max", &idx_bytes(IDX_IMAGES_MAGIC, &[65535, 42_009_217, 6_700_417], &[]), false);
         let err = read_idx_images(&p).unwrap_err();
         assert!(matches!(err, DataError::BadDims { .. }), "{err:?}");
         // Huge but representable (~16 EiB / 4 GiB): must be reported as
         // truncated without trying to allocate the declared size.
-        for (name, dims) in [
-            ("huge", [u32::MAX, 65536, 65536]),
-            ("big", [1_000_000_000, 28, 28]),
-        ] {
+        for (name, dims) in [("huge", [u32::MAX, 65536, 65536]), ("big", [1_000_000_000, 28, 28])] {
             let p = dir.write(name, &idx_bytes(IDX_IMAGES_MAGIC, &dims, &[0; 100]), true);
             let err = read_idx_images(&p).unwrap_err();
-            assert!(
-                matches!(
-                    err,
-                    DataError::Truncated { found: 116, .. } | DataError::BadDims { .. }
-                ),
-                "{err:?}"
-            );
+            assert!(matches!(err, DataError::Truncated { found: 116, .. } | DataError::BadDims { .. }), "{err:?}");
         }
-        let p = dir.write(
-            "lab",
-            &idx_bytes(IDX_LABELS_MAGIC, &[u32::MAX], &[0; 7]),
-            false,
-        );
+        let p = dir.write("lab", &idx_bytes(IDX_LABELS_MAGIC, &[u32::MAX], &[0; 7]), false);
         let err = read_idx_labels(&p).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                DataError::Truncated {
-                    expected: 4_294_967_303,
-                    found: 15,
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
+        assert!(matches!(err, DataError::Truncated { expected: 4_294_967_303, found: 15, .. }), "{err:?}");
     }
 
     #[test]
@@ -1007,56 +849,27 @@ mod tests {
         let (img, _) = images_file(3);
         write_split(&dir, &img, &labels_file(&[1, 2]), true);
         let err = load_fmnist(&dir.0, Split::Test).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                DataError::CountMismatch {
-                    images: 3,
-                    labels: 2,
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
+        assert!(matches!(err, DataError::CountMismatch { images: 3, labels: 2, .. }), "{err:?}");
 
         let dir = TempDir::new("badlabel");
         write_split(&dir, &img, &labels_file(&[1, 10, 200]), false);
         let err = load_fmnist(&dir.0, Split::Test).unwrap_err();
-        assert!(
-            matches!(
-                err,
-                DataError::BadLabel {
-                    index: 1,
-                    label: 10,
-                    ..
-                }
-            ),
-            "{err:?}"
-        );
+        assert!(matches!(err, DataError::BadLabel { index: 1, label: 10, .. }), "{err:?}");
         assert!(err.to_string().contains("label 10 at index 1"), "{err}");
     }
 
     #[test]
     fn env_override() {
         assert_eq!(dir_from_env_value(None), PathBuf::from(DEFAULT_FMNIST_DIR));
-        assert_eq!(
-            dir_from_env_value(Some(OsString::new())),
-            PathBuf::from(DEFAULT_FMNIST_DIR)
-        );
-        assert_eq!(
-            dir_from_env_value(Some("/data/fm".into())),
-            PathBuf::from("/data/fm")
-        );
+        assert_eq!(dir_from_env_value(Some(OsString::new())), PathBuf::from(DEFAULT_FMNIST_DIR));
+        assert_eq!(dir_from_env_value(Some("/data/fm".into())), PathBuf::from("/data/fm"));
     }
 
     /// Checks a real (Fashion-)MNIST split if the data is installed.
     fn check_real_split(split: Split, n: usize) {
         let dir = fmnist_dir();
         if !dir.is_dir() {
-            println!(
-                "skipping real Fashion-MNIST {split:?} test: {} not found",
-                dir.display()
-            );
+            println!("skipping real Fashion-MNIST {split:?} test: {} not found", dir.display());
             return;
         }
         let data = load_fmnist(&dir, split).unwrap_or_else(|e| panic!("{e}"));
