@@ -40,6 +40,7 @@ __device__ __forceinline__ C unary_apply(int op, C x, C p0, C p1, C p2) {
         case 31: return isnan(x) ? x : fmin(fmax(x, p0), p1);
         case 32: return (x >= p0 && x <= p1) ? (C)1 : (C)0;
         case 33: return isnan(x) ? p0 : (isinf(x) ? (x > (C)0 ? p1 : p2) : x);
+        case 34: { C s = x >= (C)0 ? (C)1 / ((C)1 + exp(-x)) : exp(x) / ((C)1 + exp(x)); return s * ((C)1 + x * ((C)1 - s)); }
         default: return x;
     }
 }

@@ -83,20 +83,28 @@ impl Tensor {
     /// x·σ(x).
     pub fn silu(&self) -> Result<Tensor> {
         self.unary_op(UnaryOp::Silu, "silu", |x, _, g| {
+            if !crate::autograd::is_grad_enabled() {
+                // First-order backward: one fused pass for σ + x·σ(1−σ).
+                return g.mul(&x.unary_raw(UnaryOp::SiluGrad)?);
+            }
             let s = x.sigmoid()?;
-            // σ + x·σ(1−σ)
+            // σ + x·σ(1−σ), composed so it can be differentiated again.
             g.mul(&s.add(&x.mul(&s)?.mul(&s.affine(-1.0, 1.0)?)?)?)
         })
     }
     /// GELU with the exact erf form.
     pub fn gelu(&self) -> Result<Tensor> {
         self.unary_op(UnaryOp::GeluErf, "gelu", |x, _, g| {
+            if !crate::autograd::is_grad_enabled() {
+                return g.mul(&x.unary_raw(UnaryOp::GeluErfGrad)?);
+            }
             // Φ(x) + x·φ(x), written with engine ops so it is differentiable again.
             let cdf = x.mul_scalar(std::f64::consts::FRAC_1_SQRT_2)?.erf()?.affine(0.5, 0.5)?;
             let pdf = x.sqr()?.mul_scalar(-0.5)?.exp()?.mul_scalar(1.0 / (2.0 * std::f64::consts::PI).sqrt())?;
             g.mul(&cdf.add(&x.mul(&pdf)?)?)
         })
     }
+
     /// GELU with the tanh approximation.
     pub fn gelu_tanh(&self) -> Result<Tensor> {
         self.unary_op(UnaryOp::GeluTanh, "gelu_tanh", |x, _, g| {

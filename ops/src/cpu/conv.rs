@@ -90,24 +90,42 @@ impl ConvGeom {
     }
 }
 
+/// Output columns `ox` whose input column `ox·stride + j·dilation − pad` lies inside `0..w`.
+fn valid_cols(g: &ConvGeom, j: usize) -> (usize, usize) {
+    let (s, d, p) = (g.p.stride[1], g.p.dilation[1], g.p.padding[1]);
+    let off = j * d;
+    // first ox with ox·s + off ≥ p
+    let lo = if off >= p { 0 } else { (p - off).div_ceil(s) };
+    // last ox with ox·s + off − p < w
+    let hi = if g.w + p > off { ((g.w + p - off - 1) / s + 1).min(g.wo) } else { 0 };
+    (lo.min(g.wo), hi.max(lo.min(g.wo)))
+}
+
 /// Unfolds one group of one sample (`[cg, H, W]`) into `[cg·kh·kw, Ho·Wo]`.
 fn im2col<T: Float>(x: &[T], g: &ConvGeom, cols: &mut [T]) {
     let (p, pix) = (g.p, g.pix());
     for c in 0..g.cg() {
         for i in 0..g.kh {
             for j in 0..g.kw {
+                let (lo, hi) = valid_cols(g, j);
                 let row = &mut cols[((c * g.kh + i) * g.kw + j) * pix..][..pix];
                 for oy in 0..g.ho {
                     let iy = (oy * p.stride[0] + i * p.dilation[0]) as isize - p.padding[0] as isize;
                     let dst = &mut row[oy * g.wo..(oy + 1) * g.wo];
-                    if iy < 0 || iy >= g.h as isize {
+                    if iy < 0 || iy >= g.h as isize || lo >= hi {
                         dst.fill(T::zero());
                         continue;
                     }
                     let src = &x[(c * g.h + iy as usize) * g.w..][..g.w];
-                    for (ox, d) in dst.iter_mut().enumerate() {
-                        let ix = (ox * p.stride[1] + j * p.dilation[1]) as isize - p.padding[1] as isize;
-                        *d = if ix < 0 || ix >= g.w as isize { T::zero() } else { src[ix as usize] };
+                    dst[..lo].fill(T::zero());
+                    dst[hi..].fill(T::zero());
+                    let ix0 = lo * p.stride[1] + j * p.dilation[1] - p.padding[1];
+                    if p.stride[1] == 1 {
+                        dst[lo..hi].copy_from_slice(&src[ix0..ix0 + (hi - lo)]);
+                    } else {
+                        for (k, d) in dst[lo..hi].iter_mut().enumerate() {
+                            *d = src[ix0 + k * p.stride[1]];
+                        }
                     }
                 }
             }
@@ -121,6 +139,10 @@ fn col2im<T: Float>(cols: &[T], g: &ConvGeom, x: &mut [T]) {
     for c in 0..g.cg() {
         for i in 0..g.kh {
             for j in 0..g.kw {
+                let (lo, hi) = valid_cols(g, j);
+                if lo >= hi {
+                    continue;
+                }
                 let row = &cols[((c * g.kh + i) * g.kw + j) * pix..][..pix];
                 for oy in 0..g.ho {
                     let iy = (oy * p.stride[0] + i * p.dilation[0]) as isize - p.padding[0] as isize;
@@ -128,10 +150,16 @@ fn col2im<T: Float>(cols: &[T], g: &ConvGeom, x: &mut [T]) {
                         continue;
                     }
                     let dst = &mut x[(c * g.h + iy as usize) * g.w..][..g.w];
-                    for (ox, &v) in row[oy * g.wo..(oy + 1) * g.wo].iter().enumerate() {
-                        let ix = (ox * p.stride[1] + j * p.dilation[1]) as isize - p.padding[1] as isize;
-                        if ix >= 0 && (ix as usize) < g.w {
-                            dst[ix as usize] = dst[ix as usize] + v;
+                    let src = &row[oy * g.wo + lo..oy * g.wo + hi];
+                    let ix0 = lo * p.stride[1] + j * p.dilation[1] - p.padding[1];
+                    if p.stride[1] == 1 {
+                        for (d, &v) in dst[ix0..ix0 + (hi - lo)].iter_mut().zip(src) {
+                            *d = *d + v;
+                        }
+                    } else {
+                        for (k, &v) in src.iter().enumerate() {
+                            let t = ix0 + k * p.stride[1];
+                            dst[t] = dst[t] + v;
                         }
                     }
                 }

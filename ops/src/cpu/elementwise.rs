@@ -29,6 +29,8 @@ pub enum UnaryOp {
     Tanh,
     Sigmoid,
     Silu,
+    /// d/dx silu = σ(x)(1 + x(1 − σ(x))).
+    SiluGrad,
     GeluErf,
     GeluTanh,
     /// d/dx gelu_erf.
@@ -83,6 +85,10 @@ impl UnaryOp {
             UnaryOp::Tanh => x.tanh(),
             UnaryOp::Sigmoid => sigmoid(x),
             UnaryOp::Silu => x * sigmoid(x),
+            UnaryOp::SiluGrad => {
+                let s = sigmoid(x);
+                s * (T::one() + x * (T::one() - s))
+            }
             UnaryOp::GeluErf => f(special::gelu_erf(d())),
             UnaryOp::GeluTanh => f(special::gelu_tanh(d())),
             UnaryOp::GeluErfGrad => f(special::gelu_erf_grad(d())),
@@ -362,7 +368,36 @@ pub fn float_kernel(
 
 /// Unary op over a strided view; floats only.
 pub fn unary(op: UnaryOp, s: &CpuStorage, l: &Layout) -> Result<CpuStorage> {
-    float_kernel("unary", s, l, |v, l| Ok(map1(v, l, |x| op.apply(x))), |v, l| Ok(map1(v, l, |x| op.apply(x))))
+    // The hot ops get their own loop (the op is matched once, and the body can vectorise);
+    // the rest go through `apply`.
+    macro_rules! run {
+        (|$x:ident| $body:expr) => {
+            float_kernel("unary", s, l, |v, l| Ok(map1(v, l, |$x: f32| $body)), |v, l| Ok(map1(v, l, |$x: f64| $body)))
+        };
+    }
+    match op {
+        UnaryOp::Neg => run!(|x| -x),
+        UnaryOp::Sqr => run!(|x| x * x),
+        UnaryOp::Exp => run!(|x| x.exp()),
+        UnaryOp::Relu => run!(|x| x.max(0.0)),
+        UnaryOp::Step => run!(|x| if x > 0.0 { 1.0 } else { 0.0 }),
+        UnaryOp::Sigmoid => run!(|x| sigmoid(x)),
+        UnaryOp::Silu => run!(|x| x * sigmoid(x)),
+        UnaryOp::SiluGrad => run!(|x| {
+            let s = sigmoid(x);
+            s * (1.0 + x * (1.0 - s))
+        }),
+        UnaryOp::Affine(a, b) => float_kernel(
+            "unary",
+            s,
+            l,
+            |v, l| Ok(map1(v, l, |x: f32| x * a as f32 + b as f32)),
+            |v, l| Ok(map1(v, l, |x: f64| x * a + b)),
+        ),
+        _ => {
+            float_kernel("unary", s, l, |v, l| Ok(map1(v, l, |x| op.apply(x))), |v, l| Ok(map1(v, l, |x| op.apply(x))))
+        }
+    }
 }
 
 /// Binary op with NumPy broadcasting. Both operands must have the same dtype.
