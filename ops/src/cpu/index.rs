@@ -32,7 +32,14 @@ pub fn index_select(x: &CpuStorage, lx: &Layout, dim: usize, idx: &[usize]) -> R
     }
     let n = idx.len();
     Ok(crate::map_same!(x, v => {
-        let src = gather_strided(v, lx);
+        // Contiguous inputs are read in place: an embedding lookup must not copy the table.
+        let copied;
+        let src: &[_] = if lx.is_contiguous() {
+            &v[lx.offset..lx.offset + lx.numel()]
+        } else {
+            copied = gather_strided(v, lx);
+            &copied
+        };
         let mut out = Vec::with_capacity(outer * n * inner);
         for o in 0..outer {
             for &i in idx {
