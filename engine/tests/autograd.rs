@@ -188,7 +188,8 @@ fn second_derivatives_of_fused_backwards_match_finite_differences() {
     // First-order backwards of these use fused kernels; with create_graph they switch to
     // composites, which this checks by differentiating the gradient once more.
     let mut r = SampleRng::new(5);
-    let cases: Vec<(&str, Box<dyn Fn(&Tensor) -> scorch_engine::Result<Tensor>>)> = vec![
+    type Op = Box<dyn Fn(&Tensor) -> scorch_engine::Result<Tensor>>;
+    let cases: Vec<(&str, Op)> = vec![
         ("silu", Box::new(|x: &Tensor| x.silu())),
         ("gelu", Box::new(|x: &Tensor| x.gelu())),
         ("gelu_tanh", Box::new(|x: &Tensor| x.gelu_tanh())),
