@@ -6,6 +6,7 @@ use super::elementwise::{f32_to_dtype, half_to_f32};
 use super::matmul::gemm_raw;
 use super::storage::{gather_strided, CpuStorage};
 use crate::error::shape_err;
+use crate::special::FastExp;
 use crate::{Error, Layout, Result};
 use num_traits::Float;
 use rayon::prelude::*;
@@ -102,7 +103,7 @@ fn scores<T: Float + 'static>(
     }
 }
 
-fn fwd_t<T: Float + Send + Sync + 'static>(
+fn fwd_t<T: Float + FastExp + Send + Sync + 'static>(
     g: &AttnGeom,
     q: &[T],
     k: &[T],
@@ -135,10 +136,10 @@ fn fwd_t<T: Float + Send + Sync + 'static>(
                             row.fill(T::zero());
                             continue;
                         }
-                        let corr = (m_run[i] - m_new).exp();
+                        let corr = (m_run[i] - m_new).fexp();
                         let mut sum = T::zero();
                         for x in row.iter_mut() {
-                            *x = (*x - m_new).exp();
+                            *x = (*x - m_new).fexp();
                             sum = sum + *x;
                         }
                         l_run[i] = l_run[i] * corr + sum;
@@ -182,7 +183,7 @@ fn fwd_t<T: Float + Send + Sync + 'static>(
 }
 
 #[allow(clippy::too_many_arguments)]
-fn bwd_t<T: Float + Send + Sync + 'static>(
+fn bwd_t<T: Float + FastExp + Send + Sync + 'static>(
     g: &AttnGeom,
     q: &[T],
     k: &[T],

@@ -3,6 +3,7 @@
 use super::storage::{gather_strided, CpuStorage};
 use crate::error::shape_err;
 use crate::layout::broadcast_shapes;
+use crate::special::FastExp;
 use crate::{special, DType, Elem, Error, Layout, Result};
 use half::{bf16, f16};
 use num_traits::Float;
@@ -184,6 +185,17 @@ fn sigmoid<T: Float>(x: T) -> T {
         T::one() / (T::one() + (-x).exp())
     } else {
         let e = x.exp();
+        e / (T::one() + e)
+    }
+}
+
+/// Sigmoid through the vectorisable exp (the hot-loop version).
+#[inline(always)]
+fn sigmoid_fast<T: Float + crate::special::FastExp>(x: T) -> T {
+    let e = (-x.abs()).fexp();
+    if x >= T::zero() {
+        T::one() / (T::one() + e)
+    } else {
         e / (T::one() + e)
     }
 }
@@ -378,13 +390,13 @@ pub fn unary(op: UnaryOp, s: &CpuStorage, l: &Layout) -> Result<CpuStorage> {
     match op {
         UnaryOp::Neg => run!(|x| -x),
         UnaryOp::Sqr => run!(|x| x * x),
-        UnaryOp::Exp => run!(|x| x.exp()),
+        UnaryOp::Exp => run!(|x| x.fexp()),
         UnaryOp::Relu => run!(|x| x.max(0.0)),
         UnaryOp::Step => run!(|x| if x > 0.0 { 1.0 } else { 0.0 }),
-        UnaryOp::Sigmoid => run!(|x| sigmoid(x)),
-        UnaryOp::Silu => run!(|x| x * sigmoid(x)),
+        UnaryOp::Sigmoid => run!(|x| sigmoid_fast(x)),
+        UnaryOp::Silu => run!(|x| x * sigmoid_fast(x)),
         UnaryOp::SiluGrad => run!(|x| {
-            let s = sigmoid(x);
+            let s = sigmoid_fast(x);
             s * (1.0 + x * (1.0 - s))
         }),
         UnaryOp::Affine(a, b) => float_kernel(

@@ -3,6 +3,7 @@
 use super::elementwise::{float_kernel, CHUNK};
 use super::storage::{gather_strided, CpuStorage};
 use crate::error::shape_err;
+use crate::special::FastExp;
 use crate::{Error, Layout, Result};
 use num_traits::Float;
 use rayon::prelude::*;
@@ -164,7 +165,7 @@ pub fn softmax(s: &CpuStorage, l: &Layout, axis: usize, log: bool) -> Result<Cpu
     if axis >= l.rank() {
         return Err(Error::Axis { axis: axis as isize, rank: l.rank() });
     }
-    fn k<T: Float + Send + Sync>(v: &[T], l: &Layout, axis: usize, log: bool) -> Vec<T> {
+    fn k<T: Float + FastExp + Send + Sync>(v: &[T], l: &Layout, axis: usize, log: bool) -> Vec<T> {
         let ln = lanes(l, axis);
         let mut out = vec![T::zero(); l.numel()];
         let ptr = SendPtr(out.as_mut_ptr());
@@ -179,13 +180,13 @@ pub fn softmax(s: &CpuStorage, l: &Layout, axis: usize, log: bool) -> Result<Cpu
             }
             let mut sum = 0f64;
             for j in 0..ln.len {
-                sum += (v[ib + j * ln.in_stride] - m).exp().to_f64().unwrap_or(f64::NAN);
+                sum += (v[ib + j * ln.in_stride] - m).fexp().to_f64().unwrap_or(f64::NAN);
             }
             let lse = T::from(sum.ln()).unwrap_or_else(T::nan);
             for j in 0..ln.len {
                 let z = v[ib + j * ln.in_stride] - m - lse;
                 // SAFETY: lanes write disjoint output offsets (distinct out_base, same stride).
-                unsafe { *p.0.add(ob + j * ln.out_stride) = if log { z } else { z.exp() } };
+                unsafe { *p.0.add(ob + j * ln.out_stride) = if log { z } else { z.fexp() } };
             }
         });
         out
