@@ -6,6 +6,7 @@
 #   scripts/bench-cpu.sh                       # all cases (~6 min of benches on 2 cores)
 #   scripts/bench-cpu.sh sgemm/1024 unet_train_step_b16_32px/adam   # some cases
 #   THREADS=4 scripts/bench-cpu.sh             # another thread count for both sides
+#   BENCH_OUT=/tmp/run1 scripts/bench-cpu.sh   # results folder (default target/bench-cpu)
 #
 # To measure a commit without the working tree's uncommitted edits, run it in an export:
 #   git archive HEAD | tar -x -C /tmp/snap && cp -r benches scripts /tmp/snap/ &&
@@ -24,7 +25,7 @@ quiet_wait=${QUIET_WAIT:-300}
 retries=${RETRIES:-4}
 export RAYON_NUM_THREADS=$threads OMP_NUM_THREADS=$threads MKL_NUM_THREADS=$threads
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
-out=$CARGO_TARGET_DIR/bench-cpu
+out=${BENCH_OUT:-$CARGO_TARGET_DIR/bench-cpu}
 rm -rf "$out" && mkdir -p "$out/torch"
 
 # Build once; run the bench binary directly so nobody's later source edits get rebuilt mid-run.
