@@ -3,7 +3,8 @@
 and prints the markdown table of benches/RESULTS.md.
 
 Speed ratio = PyTorch median time / scorch median time: above 1 scorch is faster, 0.5 means
-scorch takes twice as long. Throughput (GFLOP/s or GB/s) uses the work counts the PyTorch
+scorch takes twice as long. The fastest-sample ratio (PyTorch's fastest / scorch's fastest)
+is printed beside it: on a shared machine it is the less disturbed of the two. Throughput (GFLOP/s or GB/s) uses the work counts the PyTorch
 script declares for each case, the same for both sides.
 
     python3 benches/compare.py [--criterion target/criterion | --scorch DIR] --torch torch.json [more.json ...]
@@ -47,6 +48,19 @@ def fmt_time(s):
     return f"{s * 1e6:.1f} µs"
 
 
+def criterion_fastest(root, cid, picked):
+    """Fastest per-iteration time among criterion's samples (None when sample.json is absent)."""
+    path = os.path.join(root, cid, "new", "sample.json")
+    if picked:
+        path = os.path.join(picked, cid.replace("/", "_") + ".sample.json")
+    try:
+        with open(path) as f:
+            s = json.load(f)
+    except FileNotFoundError:
+        return None
+    return min(t / n for t, n in zip(s["times"], s["iters"])) * 1e-9
+
+
 def criterion_median(root, cid, picked):
     path = os.path.join(root, cid, "new", "estimates.json")
     if picked:
@@ -83,8 +97,9 @@ def main():
             scorch_params = int(m.group(1)) if m else None
 
     cols = "| case | scorch median | PyTorch median | speed ratio (PyTorch/scorch) | scorch throughput | PyTorch throughput | target | met |"
+    cols += " fastest sample: scorch / PyTorch / ratio |"
     print(cols + (" disturbed samples |" if busy else ""))
-    print("|---|---:|---:|---:|---:|---:|---:|:-:|" + ("---:|" if busy else ""))
+    print("|---|---:|---:|---:|---:|---:|---:|:-:|---:|" + ("---:|" if busy else ""))
     missing = []
     rank = {c: i for i, c in enumerate(ORDER)}
     for cid, r in sorted(torch_res["cases"].items(), key=lambda kv: (rank.get(kv[0], len(ORDER)), kv[0])):
@@ -105,6 +120,8 @@ def main():
         met = "—" if tgt is None else ("yes" if ratio >= tgt else "**no**")
         tgt_s = "—" if tgt is None else f"≥ {tgt}"
         row = f"| {cid} | {fmt_time(ts)} | {fmt_time(tt)} | {ratio:.2f} | {thr(ts)} | {thr(tt)} | {tgt_s} | {met} |"
+        fs, ft = criterion_fastest(args.criterion, cid, args.scorch), r.get("min_s")
+        row += f" {fmt_time(fs)} / {fmt_time(ft)} / {ft / fs:.2f} |" if fs and ft else " — |"
         print(row + (f" {busy.get(cid, '?')} |" if busy else ""))
     print()
     print(f"UNet parameters: scorch {scorch_params if scorch_params is not None else '?'}, PyTorch {torch_res['unet_params']}")

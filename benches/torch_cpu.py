@@ -165,7 +165,8 @@ def noise_features(b):
 
 
 def timeit(fn, warmup, samples, min_sample_s=0.05):
-    """Median seconds per call. Fast calls are batched so a sample lasts ≥ min_sample_s."""
+    """(median, fastest) seconds per call over the samples. Fast calls are batched so a
+    sample lasts ≥ min_sample_s."""
     for _ in range(warmup):
         fn()
     t0 = time.perf_counter()
@@ -178,7 +179,7 @@ def timeit(fn, warmup, samples, min_sample_s=0.05):
         for _ in range(reps):
             fn()
         times.append((time.perf_counter() - t0) / reps)
-    return statistics.median(times)
+    return statistics.median(times), min(times)
 
 
 def case_sgemm(n):
@@ -290,7 +291,7 @@ CASES = [
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--json", help="write {case id: {median_s, flops, bytes}} here")
+    ap.add_argument("--json", help="write {case id: {median_s, min_s, flops, bytes}} here")
     ap.add_argument("--only", help="run only cases whose id contains this")
     ap.add_argument("--case", action="append", help="run only this exact case id (repeatable)")
     ap.add_argument("--list", action="store_true", help="print the case ids and exit")
@@ -312,8 +313,8 @@ def main():
         if (args.only and args.only not in cid) or (args.case and cid not in args.case):
             continue
         fn, flops, nbytes = build()
-        t = timeit(fn, warmup, samples)
-        results[cid] = {"median_s": t, "flops": flops, "bytes": nbytes}
+        t, fastest = timeit(fn, warmup, samples)
+        results[cid] = {"median_s": t, "min_s": fastest, "flops": flops, "bytes": nbytes}
         extra = ""
         if flops:
             extra = f"  {flops / t / 1e9:8.1f} GFLOP/s"

@@ -9,8 +9,8 @@
 #   BENCH_OUT=/tmp/run1 scripts/bench-cpu.sh   # results folder (default target/bench-cpu)
 #
 # To measure a commit without the working tree's uncommitted edits, run it in an export:
-#   git archive HEAD | tar -x -C /tmp/snap && cp -r benches scripts /tmp/snap/ &&
-#   BENCH_COMMIT=$(git rev-parse --short HEAD) /tmp/snap/scripts/bench-cpu.sh
+#   c=$(git rev-parse --short HEAD) && mkdir /tmp/snap && git archive "$c" | tar -x -C /tmp/snap &&
+#   cp -r benches scripts /tmp/snap/ && BENCH_COMMIT=$c /tmp/snap/scripts/bench-cpu.sh
 #
 # The machine may be shared (other people's builds). Before each case the script waits
 # (up to QUIET_WAIT seconds, default 300) until no other process has been running for 5 s,
@@ -93,6 +93,7 @@ for id in "${cases[@]}"; do
     if [ "$best" -lt 0 ] || [ "$busy" -lt "$best" ]; then
       best=$busy
       cp "$CARGO_TARGET_DIR/criterion/$id/new/estimates.json" "$out/scorch/$safe.json"
+      cp "$CARGO_TARGET_DIR/criterion/$id/new/sample.json" "$out/scorch/$safe.sample.json"
       cp "$out/torch/try.json" "$out/torch/$safe.json"
       echo "$id $busy $total" >"$out/contention.$safe"
     fi
