@@ -15,6 +15,9 @@ pub enum Error {
     /// Reading or writing a safetensors file failed.
     #[error(transparent)]
     Io(#[from] scorch_engine::safetensors_io::IoError),
+
+    #[error(transparent)]
+    Metric(#[from] crate::metrics::MetricError),
     /// A parameter was requested with a shape or dtype other than the one stored, or a
     /// name is not valid.
     #[error("parameter `{name}`: {detail}")]

@@ -12,6 +12,7 @@ pub mod metrics;
 pub mod nn;
 pub mod optim;
 pub mod params;
+pub mod sid;
 pub mod train;
 
 pub use error::{Error, Result};

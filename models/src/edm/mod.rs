@@ -33,6 +33,7 @@ pub mod networks;
 pub mod precond;
 pub mod presets;
 pub mod sampler;
+pub mod toy;
 pub mod train;
 
 pub use loss::EdmLoss;

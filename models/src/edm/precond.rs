@@ -201,6 +201,33 @@ impl EdmPrecond {
         class_labels: Option<&Tensor>,
         augment_labels: Option<&Tensor>,
     ) -> Result<Tensor> {
+        let (d, _) = self.forward_parts(x, sigma, class_labels, augment_labels, true)?;
+        Ok(d.expect("decoded"))
+    }
+
+    /// SiDA's shared encoder (spec §4.1): `(D(x; σ, c) if decode, logits)` where the
+    /// logits `[B, 1, r, r]` are the channel mean of the U-Net encoder's output, in f32.
+    /// With `decode = false` only the mapping network and the encoder run.
+    pub fn denoise_and_logits(
+        &self,
+        x: &Tensor,
+        sigma: &Tensor,
+        class_labels: Option<&Tensor>,
+        augment_labels: Option<&Tensor>,
+        decode: bool,
+    ) -> Result<(Option<Tensor>, Tensor)> {
+        let (d, h) = self.forward_parts(x, sigma, class_labels, augment_labels, decode)?;
+        Ok((d, h.mean(&[1], true)?.cast(DType::F32)?))
+    }
+
+    fn forward_parts(
+        &self,
+        x: &Tensor,
+        sigma: &Tensor,
+        class_labels: Option<&Tensor>,
+        augment_labels: Option<&Tensor>,
+        decode: bool,
+    ) -> Result<(Option<Tensor>, Tensor)> {
         let dtype = self.dtype();
         let x = x.cast(dtype)?;
         let batch = x.shape().first().copied().unwrap_or(0);
@@ -229,8 +256,12 @@ impl EdmPrecond {
         let c_in = s2_plus_sd2.rsqrt()?;
         let c_noise = sigma.log()?.mul_scalar(0.25)?.reshape(&[sigma.numel()])?;
 
-        let f_x = self.model.forward(&x.mul(&c_in)?, &c_noise, class_labels, augment_labels)?;
-        Ok(c_skip.mul(&x)?.add(&c_out.mul(&f_x)?)?)
+        let (f_x, h) = self.model.forward_parts(&x.mul(&c_in)?, &c_noise, class_labels, augment_labels, decode)?;
+        let d = match f_x {
+            Some(f_x) => Some(c_skip.mul(&x)?.add(&c_out.mul(&f_x)?)?),
+            None => None,
+        };
+        Ok((d, h))
     }
 
     /// This network with `augment_labels` attached, as a [`Denoiser`] (for the loss on

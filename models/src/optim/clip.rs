@@ -24,3 +24,28 @@ pub fn clip_grad_norm<'a>(params: impl IntoIterator<Item = &'a Tensor>, max_norm
     }
     Ok(norm)
 }
+
+/// Clamps every gradient element of `params` to `[−clip, clip]` (PyTorch's
+/// `clip_grad_value_`; SiDA clips the fake-score network's gradients at 1). Parameters
+/// without a gradient are skipped.
+pub fn clip_grad_value<'a>(params: impl IntoIterator<Item = &'a Tensor>, clip: f64) -> Result<()> {
+    let _ng = no_grad();
+    for p in params {
+        if let Some(g) = p.grad() {
+            p.replace_grad(Some(g.clamp(-clip, clip)?))?;
+        }
+    }
+    Ok(())
+}
+
+/// Replaces NaN by 0 and ±inf by ±1e5 in every gradient of `params` (EDM's and SiD's
+/// `nan_to_num(nan=0, posinf=1e5, neginf=-1e5)` before each optimizer step).
+pub fn grad_nan_to_num<'a>(params: impl IntoIterator<Item = &'a Tensor>) -> Result<()> {
+    let _ng = no_grad();
+    for p in params {
+        if let Some(g) = p.grad() {
+            p.replace_grad(Some(g.nan_to_num(0.0, 1e5, -1e5)?))?;
+        }
+    }
+    Ok(())
+}

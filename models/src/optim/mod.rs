@@ -17,7 +17,7 @@ mod sgd;
 
 pub use adam::{Adam, AdamConfig};
 pub use checkpoint::{load_checkpoint, load_checkpoint_with, save_checkpoint, save_checkpoint_with, TRAIN_PREFIX};
-pub use clip::clip_grad_norm;
+pub use clip::{clip_grad_norm, clip_grad_value, grad_nan_to_num};
 pub use ema::{Ema, EMA_PREFIX};
 pub use sgd::{Sgd, SgdConfig};
 

@@ -89,6 +89,24 @@ impl UNet {
             UNet::Dhariwal(n) => n.forward(x, noise_labels, class_labels, augment_labels),
         }
     }
+
+    /// `(F(x) if decode, encoder output)`; see [`SongUNet::forward_parts`]. The ADM
+    /// encoder split is not implemented yet (SiDA on ADM teachers): an error says so.
+    pub fn forward_parts(
+        &self,
+        x: &Tensor,
+        noise_labels: &Tensor,
+        class_labels: Option<&Tensor>,
+        augment_labels: Option<&Tensor>,
+        decode: bool,
+    ) -> Result<(Option<Tensor>, Tensor)> {
+        match self {
+            UNet::Song(n) => n.forward_parts(x, noise_labels, class_labels, augment_labels, decode),
+            UNet::Dhariwal(_) => Err(Error::Config(
+                "the encoder output of DhariwalUNet (SiDA's discriminator on ADM) is not implemented yet".into(),
+            )),
+        }
+    }
 }
 
 /// The constructor arguments both U-Nets share, for one validation.

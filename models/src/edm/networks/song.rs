@@ -378,6 +378,22 @@ impl SongUNet {
         class_labels: Option<&Tensor>,
         augment_labels: Option<&Tensor>,
     ) -> Result<Tensor> {
+        let (out, _) = self.forward_parts(x, noise_labels, class_labels, augment_labels, true)?;
+        Ok(out.expect("the decoder ran"))
+    }
+
+    /// The forward pass with the encoder's output exposed (SiDA's discriminator, spec §4.1):
+    /// returns `(F(x) if decode, h_enc)`, `h_enc` being the feature map after the last
+    /// encoder layer (`[B, C_enc, r, r]`, r the lowest resolution). With `decode = false`
+    /// only the mapping network and the encoder run.
+    pub fn forward_parts(
+        &self,
+        x: &Tensor,
+        noise_labels: &Tensor,
+        class_labels: Option<&Tensor>,
+        augment_labels: Option<&Tensor>,
+        decode: bool,
+    ) -> Result<(Option<Tensor>, Tensor)> {
         let cfg = &self.cfg;
         super::check_input(x, cfg.in_channels, cfg.img_resolution, "SongUNet")?;
 
@@ -427,6 +443,11 @@ impl SongUNet {
             }
         }
 
+        if !decode {
+            return Ok((None, x));
+        }
+        let h_enc = x.clone();
+
         // Decoder.
         let mut aux: Option<Tensor> = None;
         let mut tmp: Option<Tensor> = None;
@@ -452,6 +473,6 @@ impl SongUNet {
                 }
             }
         }
-        Ok(aux.expect("the level-0 decoder ends in aux_conv"))
+        Ok((Some(aux.expect("the level-0 decoder ends in aux_conv")), h_enc))
     }
 }
