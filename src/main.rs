@@ -38,6 +38,31 @@ enum Cmd {
         #[command(subcommand)]
         what: TrainCmd,
     },
+    /// Distil an EDM teacher into a one-step generator (SiD, SiDA, SiD²A).
+    Distill {
+        #[command(subcommand)]
+        method: DistillCmd,
+    },
+    /// Sample a teacher (Heun) or a one-step generator into a PNG grid.
+    Sample(SampleArgs),
+    /// FD-FMNIST of a teacher (Heun) or a one-step generator against the 10k test images.
+    Eval(SampleArgs),
+    /// Distil the shipped Fashion-MNIST teacher with SiD within minutes, write
+    /// samples.png (teacher NFE 35 beside the one-step generator) and print FD-FMNIST.
+    Quickstart {
+        /// Output directory.
+        #[arg(long, default_value = "quickstart-out")]
+        out: std::path::PathBuf,
+        /// Recipe (default recipes/quickstart.toml, else built-in defaults).
+        #[arg(long)]
+        recipe: Option<std::path::PathBuf>,
+        /// Recipe overrides, e.g. --set max_minutes=3.
+        #[arg(long = "set", value_name = "KEY=VALUE")]
+        set: Vec<String>,
+        /// cpu, cuda or cuda:N (defaults to SCORCH_DEVICE or cpu).
+        #[arg(long)]
+        device: Option<String>,
+    },
     /// CUDA status, then every written CUDA kernel family against the CPU kernels on device
     /// `--device` (parity table with timings). Exits 2 when no GPU is usable.
     CudaCheck {
@@ -50,6 +75,83 @@ enum Cmd {
 enum TrainCmd {
     /// EDM teacher (Karras et al. 2022) on Fashion-MNIST.
     Edm(TrainArgs),
+    /// The FD-FMNIST feature network: a small Fashion-MNIST classifier.
+    Classifier {
+        /// Where to write the weights (safetensors).
+        #[arg(long, default_value = "assets/fd-fmnist-classifier.safetensors")]
+        out: std::path::PathBuf,
+        /// Epochs over the 60k training images.
+        #[arg(long, default_value_t = 3)]
+        epochs: usize,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+        /// Fashion-MNIST directory (default: SCORCH_FMNIST_DIR or the Debian package's path).
+        #[arg(long)]
+        data: Option<std::path::PathBuf>,
+    },
+}
+
+#[derive(Subcommand)]
+enum DistillCmd {
+    /// SiD (data-free score identity distillation).
+    Sid(DistillArgs),
+    /// SiDA: SiD plus the fake network's encoder as a discriminator on real images.
+    Sida(DistillArgs),
+    /// SiD²A: SiDA starting from a SiD generator (recipe field init_generator).
+    Sid2a(DistillArgs),
+}
+
+#[derive(clap::Args)]
+struct DistillArgs {
+    /// Recipe TOML (every field defaulted; see recipes/sid-fmnist.toml).
+    #[arg(long)]
+    recipe: Option<std::path::PathBuf>,
+    /// Total iterations (overrides the recipe).
+    #[arg(long)]
+    steps: Option<u64>,
+    /// Output directory: checkpoint, generator.safetensors, metrics.jsonl, recipe.toml, samples.
+    #[arg(long, default_value = "runs/sid")]
+    out: std::path::PathBuf,
+    /// Continue from OUT/checkpoint.safetensors if it exists.
+    #[arg(long)]
+    resume: bool,
+    /// cpu, cuda or cuda:N (defaults to SCORCH_DEVICE or cpu).
+    #[arg(long)]
+    device: Option<String>,
+    /// Recipe overrides, e.g. --set glr=1e-4.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+}
+
+#[derive(clap::Args)]
+struct SampleArgs {
+    /// The teacher: an EDM run directory (recipe.toml + ema.safetensors or checkpoint).
+    #[arg(long)]
+    teacher: std::path::PathBuf,
+    /// A one-step generator (generator.safetensors of a distillation run); without it the
+    /// teacher is sampled with Heun.
+    #[arg(long)]
+    generator: Option<std::path::PathBuf>,
+    /// Number of images.
+    #[arg(long, default_value_t = 64)]
+    count: usize,
+    /// Heun noise levels for the teacher (18 → NFE 35).
+    #[arg(long, default_value_t = 18)]
+    steps: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// σ_init of the generator (SiD: 2.5).
+    #[arg(long, default_value_t = 2.5)]
+    sigma_init: f64,
+    /// The PNG grid to write (sample).
+    #[arg(long, default_value = "samples.png")]
+    out: std::path::PathBuf,
+    /// FD-FMNIST classifier weights (eval).
+    #[arg(long, default_value = "assets/fd-fmnist-classifier.safetensors")]
+    classifier: std::path::PathBuf,
+    /// cpu, cuda or cuda:N (defaults to SCORCH_DEVICE or cpu).
+    #[arg(long)]
+    device: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -108,7 +210,31 @@ fn run(cli: Cli) -> scorch::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::CudaCheck { device } => Ok(cuda_check(&device)),
+        Cmd::Distill { method } => {
+            let (name, a) = match method {
+                DistillCmd::Sid(a) => ("sid", a),
+                DistillCmd::Sida(a) => ("sida", a),
+                DistillCmd::Sid2a(a) => ("sid2a", a),
+            };
+            cpu_only(a.device.as_deref())?;
+            Ok(report(distill_cmd(name, &a)))
+        }
+        Cmd::Sample(a) => {
+            cpu_only(a.device.as_deref())?;
+            Ok(report(sample_cmd(&a, false)))
+        }
+        Cmd::Eval(a) => {
+            cpu_only(a.device.as_deref())?;
+            Ok(report(sample_cmd(&a, true)))
+        }
+        Cmd::Quickstart { out, recipe, set, device } => {
+            cpu_only(device.as_deref())?;
+            Ok(report(quickstart_cmd(&out, recipe.as_deref(), &set)))
+        }
         Cmd::Train { what: TrainCmd::Edm(a) } => train_edm(a),
+        Cmd::Train { what: TrainCmd::Classifier { out, epochs, seed, data } } => {
+            Ok(report(train_classifier_cmd(&out, epochs, seed, data)))
+        }
     }
 }
 
@@ -148,6 +274,145 @@ fn train_edm(a: TrainArgs) -> scorch::Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
     }
+}
+
+/// The models run on the CPU until the CUDA backend lands in the engine: `--device cuda`
+/// (or SCORCH_DEVICE=cuda) is checked and refused with a clear error.
+fn cpu_only(device: Option<&str>) -> scorch::Result<()> {
+    let device = match device {
+        Some(d) => Device::parse(d)?,
+        None => Device::from_env()?,
+    };
+    device.check_available()?;
+    if device != Device::Cpu {
+        return Err(scorch::Error::Device(format!(
+            "{device:?}: training and sampling run on the CPU only for now (the engine's CUDA dispatch is not finished)"
+        )));
+    }
+    Ok(())
+}
+
+fn distill_cmd(method: &str, a: &DistillArgs) -> Result<(), scorch::models::Error> {
+    use scorch::models::sid::train::{distill_fmnist, SidRecipe};
+    use scorch::models::train::load_recipe;
+    let mut overrides = vec![format!("method=\"{method}\"")];
+    overrides.extend(a.set.iter().cloned());
+    if let Some(s) = a.steps {
+        overrides.push(format!("steps={s}"));
+    }
+    let recipe: SidRecipe = load_recipe(a.recipe.as_deref(), &overrides)
+        .map_err(|e| scorch::models::Error::Config(format!("{e}")))?;
+    let r = distill_fmnist(&recipe, &a.out, a.resume, false)?;
+    println!(
+        "{} iterations ({} images) in {:.1} s{}; EMA generator {}",
+        r.iterations,
+        r.images,
+        r.seconds,
+        r.last_fd.map(|v| format!(", last FD-FMNIST {v:.3}")).unwrap_or_default(),
+        r.generator.display()
+    );
+    Ok(())
+}
+
+fn sample_cmd(a: &SampleArgs, eval: bool) -> Result<(), scorch::models::Error> {
+    use scorch::models::data::idx::{fmnist_dir, Split};
+    use scorch::models::edm::train::fmnist_32;
+    use scorch::models::metrics::fmnist_net::FdFmnist;
+    use scorch::models::sid::train::{edm_net, generator_samples, load_teacher, teacher_samples};
+    use scorch::models::sid::SidLoss;
+    let teacher = load_teacher(&a.teacher)?;
+    let cond = teacher.recipe.conditional;
+    let images = match &a.generator {
+        Some(path) => {
+            let w = scorch::engine::safetensors_io::load(path)?;
+            let g = edm_net(&teacher.config, &w, path, 0)?;
+            let loss = SidLoss { sigma_init: a.sigma_init, ..SidLoss::default() };
+            generator_samples(&g, &loss, a.count, a.seed, cond)?
+        }
+        None => {
+            let net = edm_net(&teacher.config, &teacher.weights, &teacher.source, 0)?;
+            teacher_samples(&net, a.count, a.steps, a.seed, cond)?
+        }
+    };
+    let what = match &a.generator {
+        Some(p) => format!("one-step generator {}", p.display()),
+        None => format!("teacher {} (Heun, NFE {})", a.teacher.display(), 2 * a.steps - 1),
+    };
+    if eval {
+        let test = fmnist_32(&fmnist_dir(), Split::Test, 0)?;
+        let fd = FdFmnist::new(&a.classifier, test.images())?;
+        println!("FD-FMNIST {:.3} ({} samples of the {what}, vs the 10k test images)", fd.distance(&images)?, a.count);
+    } else {
+        out_parent(&a.out)?;
+        scorch::models::train::save_grid(&images, 8.min(a.count.max(1)), -1.0, 1.0, &a.out)?;
+        println!("{} samples of the {what} → {}", a.count, a.out.display());
+    }
+    Ok(())
+}
+
+fn quickstart_cmd(
+    out: &std::path::Path,
+    recipe: Option<&std::path::Path>,
+    set: &[String],
+) -> Result<(), scorch::models::Error> {
+    use scorch::models::sid::quickstart::quickstart;
+    let r = quickstart(recipe, set, out)?;
+    for n in &r.notes {
+        println!("note: {n}");
+    }
+    println!("SiD: {} iterations ({} generator images) in {:.0} s", r.iterations, r.images, r.seconds);
+    println!("samples: {} (each row: 8 teacher samples at NFE 35, then 8 one-step samples)", r.samples.display());
+    if let (Some(t), Some(g)) = (r.fd_teacher, r.fd_generator) {
+        println!("FD-FMNIST on {} samples each (lower is better):", r.eval_count);
+        if let Some(i) = r.fd_initial {
+            println!("  one-step generator before distillation: {i:8.3}");
+        }
+        println!("  teacher, Heun NFE 35:                   {t:8.3}");
+        println!("  one-step generator after SiD:           {g:8.3}");
+    }
+    Ok(())
+}
+
+/// Prints a models-layer error and maps it to the exit code.
+fn report(r: Result<(), scorch::models::Error>) -> ExitCode {
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn out_parent(path: &std::path::Path) -> Result<(), scorch::models::Error> {
+    if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent)
+            .map_err(|e| scorch::models::Error::Output(format!("creating {}: {e}", parent.display())))?;
+    }
+    Ok(())
+}
+
+fn train_classifier_cmd(
+    out: &std::path::Path,
+    epochs: usize,
+    seed: u64,
+    data: Option<std::path::PathBuf>,
+) -> Result<(), scorch::models::Error> {
+    use scorch::models::data::idx::fmnist_dir;
+    use scorch::models::metrics::fmnist_net::train_classifier;
+    let dir = data.unwrap_or_else(fmnist_dir);
+    out_parent(out)?;
+    let r = train_classifier(&dir, out, epochs, seed, &mut |step, loss| {
+        eprintln!("step {step}: loss {loss:.4}");
+    })?;
+    println!(
+        "trained {} steps in {:.0} s; test accuracy {:.4}; weights {}",
+        r.steps,
+        r.seconds,
+        r.test_accuracy,
+        out.display()
+    );
+    Ok(())
 }
 
 fn cuda_check(device: &str) -> ExitCode {

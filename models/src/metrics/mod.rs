@@ -6,6 +6,7 @@
 //! Naming: a Fréchet distance computed on scorch's own Fashion-MNIST classifier features is
 //! reported as FD-FMNIST, never as "FID" (FID means Inception-v3 pool features).
 
+pub mod fmnist_net;
 pub mod frechet;
 pub mod precision_recall;
 pub mod toy;

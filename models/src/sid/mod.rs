@@ -20,8 +20,9 @@
 
 pub mod distill;
 pub mod loss;
+pub mod quickstart;
 pub mod toy;
-// TRAIN
+pub mod train;
 
 pub use distill::{DistillConfig, Distiller, Method, MicroBatch, StepStats};
 pub use loss::SidLoss;
