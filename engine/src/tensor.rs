@@ -106,6 +106,7 @@ impl Tensor {
 
     /// A new contiguous tensor owning `s`.
     pub(crate) fn from_storage(s: Storage, shape: &[usize]) -> Tensor {
+        scorch_ops::cpu::alloc::tune();
         Tensor::from_parts(StorageCell::new(s), Layout::contiguous(shape))
     }
 

@@ -236,7 +236,7 @@ pub fn train_edm(recipe: &EdmRecipe, out: &Path, resume: bool, quiet: bool) -> R
     }
 
     let loss_fn = EdmLoss::default();
-    let log = MetricsLog::open(out)?;
+    let log = MetricsLog::open_resumed(out, st.step)?;
     let n = data.len();
     let per_round = recipe.batch / recipe.accumulate;
     let pb = progress_bar(recipe.steps, st.step);

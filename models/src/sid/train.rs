@@ -329,11 +329,11 @@ pub fn distill_fmnist(recipe: &SidRecipe, out: &Path, resume: bool, quiet: bool)
         source.drawn = Tensor::from_raw(s)?.to_vec::<i64>()?.first().copied().unwrap_or(0) as u64;
     }
 
-    let fd = evaluator(recipe, &dir)?;
+    let fd = if recipe.eval_every > 0 { evaluator(recipe, &dir)? } else { None };
     if fd.is_none() && recipe.eval_every > 0 && !quiet {
         eprintln!("note: {} not found; FD-FMNIST is skipped (scorch train classifier makes it)", recipe.classifier);
     }
-    let log = MetricsLog::open(out)?;
+    let log = MetricsLog::open_resumed(out, d.iterations())?;
     let pb = progress_bar(recipe.steps, d.iterations());
     if quiet {
         pb.set_draw_target(indicatif::ProgressDrawTarget::hidden());
@@ -480,7 +480,7 @@ pub fn teacher_samples(net: &EdmPrecond, n: usize, steps: usize, seed: u64, cond
     let sampler = EdmSampler { num_steps: steps, ..EdmSampler::default() };
     let _ng = no_grad();
     let gen = Generator::new(seed.wrapping_add(1));
-    batched_samples(n, seed, conditional, |z, l| sampler.sample(net, z, l, &gen))
+    batched_samples(n, seed, conditional, |z, l| Ok(sampler.sample(net, z, l, &gen)?.cast(DType::F32)?))
 }
 
 /// Copies the teacher's weights into a fresh network (re-exported for the CLI).

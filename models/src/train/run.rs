@@ -19,6 +19,31 @@ impl MetricsLog {
         Ok(MetricsLog { path: dir.join("metrics.jsonl") })
     }
 
+    /// Opens the log of a run resumed at `step`: records of later steps (logged after the
+    /// checkpoint the run resumes from, and about to be redone) are dropped, atomically,
+    /// so the log holds each step once.
+    pub fn open_resumed(dir: &Path, step: u64) -> Result<MetricsLog> {
+        let log = MetricsLog::open(dir)?;
+        let Ok(text) = std::fs::read_to_string(&log.path) else { return Ok(log) };
+        let kept: Vec<&str> = text
+            .lines()
+            .filter(|l| {
+                serde_json::from_str::<serde_json::Value>(l)
+                    .ok()
+                    .and_then(|v| v.get("step").and_then(|s| s.as_u64()))
+                    .is_none_or(|s| s <= step)
+            })
+            .collect();
+        if kept.len() != text.lines().count() {
+            let tmp = log.path.with_extension("jsonl.tmp");
+            let body: String = kept.iter().map(|l| format!("{l}\n")).collect();
+            std::fs::write(&tmp, body)
+                .and_then(|_| std::fs::rename(&tmp, &log.path))
+                .map_err(|e| Error::Output(format!("rewriting {}: {e}", log.path.display())))?;
+        }
+        Ok(log)
+    }
+
     /// Writes one record.
     pub fn log(&self, record: &serde_json::Value) -> Result<()> {
         let mut f = OpenOptions::new()

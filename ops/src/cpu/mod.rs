@@ -1,5 +1,6 @@
 //! The rayon CPU reference kernels. One file per family; `cuda/` mirrors the names.
 
+pub mod alloc;
 pub mod attention;
 pub mod conv;
 pub mod elementwise;
