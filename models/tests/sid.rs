@@ -168,3 +168,59 @@ fn bad_configs_and_checkpoints_are_clear_errors() {
     assert!(e.contains("not a distillation checkpoint"), "{e}");
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// SiD-LSG: with κ₄ the teacher's output in the generator loss is `D_u + κ₄(D_c − D_u)`
+/// (the all-zeros label row being the unconditional evaluation).
+#[test]
+fn lsg_teacher_guidance_enters_the_generator_loss() {
+    use scorch_engine::ops::fused::sid_generator_loss_composite;
+    use scorch_models::edm::{Denoiser, EdmConfig, EdmPrecond, SongUNetConfig, UNetConfig};
+    let net = |seed: u64| {
+        let store = ParamStore::new(DType::F64, seed);
+        let cfg = EdmConfig::new(UNetConfig::Song(SongUNetConfig {
+            label_dim: 3,
+            model_channels: 8,
+            channel_mult: vec![1],
+            num_blocks: 1,
+            attn_resolutions: vec![],
+            ..SongUNetConfig::ddpmpp(8, 1)
+        }));
+        let n = EdmPrecond::new(&store.root(), &cfg).unwrap();
+        store.set_training(false);
+        // EDM zero-initialises output layers; perturb everything so labels matter.
+        let _ng = no_grad();
+        let g = Generator::new(seed + 100);
+        for p in store.parameters() {
+            p.assign(&p.add(&Tensor::randn(p.shape(), DType::F64, &g).unwrap().mul_scalar(0.1).unwrap()).unwrap())
+                .unwrap();
+        }
+        n
+    };
+    let (teacher, fake) = (net(1), net(2));
+    let x_g = Tensor::randn(&[2, 1, 8, 8], DType::F64, &Generator::new(3)).unwrap();
+    let labels = Tensor::from_vec(vec![0i64, 2], &[2]).unwrap().one_hot(3, DType::F64).unwrap();
+    let kappa = 2.5;
+    let loss = SidLoss { guidance_teacher: kappa, ..SidLoss::default() };
+    let got = loss.generator_loss(&teacher, &fake, &x_g, Some(&labels), false, &Generator::new(4)).unwrap();
+    // The same draws by hand: σ from u, then the noise.
+    let gen = Generator::new(4);
+    let sigma = loss.sample_generator_sigma(2, DType::F64, &gen).unwrap();
+    let x_t = x_g.add(&Tensor::randn(x_g.shape(), DType::F64, &gen).unwrap().mul(&sigma).unwrap()).unwrap();
+    let sig = sigma.reshape(&[2]).unwrap();
+    let d_c = teacher.denoise(&x_t, &sig, Some(&labels)).unwrap();
+    let d_u = teacher.denoise(&x_t, &sig, Some(&Tensor::zeros(&[2, 3], DType::F64).unwrap())).unwrap();
+    let y_real = d_u.add(&d_c.sub(&d_u).unwrap().mul_scalar(kappa).unwrap()).unwrap();
+    let y_fake = fake.denoise(&x_t, &sig, Some(&labels)).unwrap();
+    let want = sid_generator_loss_composite(&y_real, &y_fake, &x_g, 1.2).unwrap().to_vec_f64().unwrap();
+    let got = got.loss.to_vec_f64().unwrap();
+    for (a, b) in got.iter().zip(&want) {
+        assert!((a - b).abs() < 1e-9 * (1.0 + b.abs()), "{got:?} vs {want:?}");
+    }
+    let plain = SidLoss::default()
+        .generator_loss(&teacher, &fake, &x_g, Some(&labels), false, &Generator::new(4))
+        .unwrap()
+        .loss
+        .to_vec_f64()
+        .unwrap();
+    assert!(plain.iter().zip(&got).any(|(a, b)| (a - b).abs() > 1e-6), "κ₄ had no effect");
+}

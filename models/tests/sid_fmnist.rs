@@ -23,7 +23,7 @@ fn tmp(name: &str) -> PathBuf {
 }
 
 /// A 2-step conditional teacher with 8 base channels.
-fn teacher(dir: &Path) {
+fn teacher(dir: &Path, label_dropout: f64) {
     let r = EdmRecipe {
         limit_images: 64,
         conditional: true,
@@ -33,7 +33,7 @@ fn teacher(dir: &Path) {
             num_blocks: 1,
             attn_resolutions: vec![],
             dropout: 0.1,
-            label_dropout: 0.0,
+            label_dropout,
         },
         steps: 2,
         batch: 4,
@@ -66,7 +66,7 @@ fn distill_writes_outputs_and_resumes_bit_for_bit() {
         return;
     }
     let t = tmp("teacher");
-    teacher(&t);
+    teacher(&t, 0.0);
     for method in ["sid", "sida"] {
         let straight = tmp(&format!("{method}-straight"));
         let mut r = recipe(&t, method, 4);
@@ -106,7 +106,7 @@ fn quickstart_runs_end_to_end() {
         return;
     }
     let t = tmp("qs-teacher");
-    teacher(&t);
+    teacher(&t, 0.0);
     let out = tmp("qs-out");
     let set = [
         format!("teacher=\"{}\"", t.display()),
@@ -144,4 +144,32 @@ fn teacher_directory_errors_are_clear() {
     let e = SidRecipe { method: "sid2a".into(), ..SidRecipe::default() }.distill_config().unwrap_err().to_string();
     assert!(e.contains("init_generator"), "{e}");
     std::fs::remove_dir_all(&d).ok();
+}
+
+#[test]
+fn lsg_guidance_needs_a_guided_teacher_and_runs() {
+    if !have_data() {
+        return;
+    }
+    let plain = tmp("lsg-plain-teacher");
+    teacher(&plain, 0.0);
+    let guided = tmp("lsg-guided-teacher");
+    teacher(&guided, 0.1);
+    let out = tmp("lsg-out");
+    let lsg = |t: &Path, method: &str| SidRecipe { kappa_fake_train: 2.0, kappa_fake_eval: 2.0, kappa_teacher: 2.0, ..recipe(t, method, 2) };
+    let e = distill_fmnist(&lsg(&plain, "sid"), &out, false, true).err().unwrap().to_string();
+    assert!(e.contains("label dropout"), "{e}");
+    let e = distill_fmnist(&lsg(&guided, "sida"), &out, false, true).err().unwrap().to_string();
+    assert!(e.contains("kappa"), "{e}");
+    let s = distill_fmnist(&lsg(&guided, "sid"), &out, false, true).unwrap();
+    assert_eq!(s.iterations, 2);
+    // Guidance changes the generator's update: κ = 2 and κ = 1 runs end with different weights.
+    let out1 = tmp("lsg-out-1");
+    distill_fmnist(&recipe(&guided, "sid", 2), &out1, false, true).unwrap();
+    let a = std::fs::read(out.join("generator.safetensors")).unwrap();
+    let b = std::fs::read(out1.join("generator.safetensors")).unwrap();
+    assert!(a != b);
+    for d in [plain, guided, out, out1] {
+        std::fs::remove_dir_all(&d).ok();
+    }
 }

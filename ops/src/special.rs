@@ -446,26 +446,29 @@ impl FastExp for f64 {
 }
 
 impl FastExp for f32 {
+    /// Branch-free (selects only), so loops over it vectorise: no libm call for rounding,
+    /// 2ⁿ built in two halves so n = 128 (x up to ln f32::MAX) stays representable.
     #[inline(always)]
     fn fexp(self) -> f32 {
-        if self.is_nan() {
-            return self;
-        }
-        if self > 88.0 {
-            // 2^n would overflow the exponent field near the top of the range.
-            return self.exp();
-        }
-        if self < -87.33654 {
-            return 0.0;
-        }
+        // Adding 1.5·2²³ rounds to the nearest integer (|t| ≤ 2²²) without a libm call.
+        const ROUND: f32 = 12_582_912.0;
+        let x = self.clamp(-87.33654, 88.72283);
+        let n = (x * std::f32::consts::LOG2_E + ROUND) - ROUND;
         // x = n·ln2 + r, |r| ≤ ln2/2; e^r by Taylor to r⁷ (error r⁸/8! < 6e-9 relative).
-        let n = (self * std::f32::consts::LOG2_E).round();
-        let r = self - n * 0.693_145_75 - n * 1.428_606_8e-6;
+        let r = x - n * 0.693_145_75 - n * 1.428_606_8e-6;
         let p = 1.0
             + r * (1.0
                 + r * (0.5
                     + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
-        p * f32::from_bits(((n as i32 + 127) as u32) << 23)
+        let ni = n as i32;
+        let (n1, n2) = (ni >> 1, ni - (ni >> 1));
+        let y = p * f32::from_bits(((n1 + 127) as u32) << 23) * f32::from_bits(((n2 + 127) as u32) << 23);
+        let y = if self > 88.72283 { f32::INFINITY } else { y };
+        if self < -87.33654 {
+            0.0
+        } else {
+            y
+        }
     }
 }
 

@@ -3,7 +3,7 @@
 //! them as the official loop does (`Σ · ls / B`).
 
 use super::DistillNet;
-use crate::edm::{Denoiser, EdmLoss};
+use crate::edm::{ClassifierFreeGuidance, Denoiser, EdmLoss};
 use crate::error::{Error, Result};
 use scorch_engine::ops::fused::{sid_fake_score_loss, sid_generator_loss_weighted};
 use scorch_engine::{no_grad, DType, Generator, Tensor};
@@ -26,11 +26,29 @@ pub struct SidLoss {
     pub rho: f64,
     /// The EDM loss the fake-score network is trained with (log-normal σ, λ(σ)).
     pub edm: EdmLoss,
+    /// SiD-LSG κ₁: classifier-free guidance of the fake network's own output in its
+    /// training loss (spec §5.4; 1 = none). Needs class labels and label dropout.
+    pub guidance_fake_train: f64,
+    /// SiD-LSG κ₂ = κ₃: guidance of the fake network in the generator loss (§5.5).
+    pub guidance_fake_eval: f64,
+    /// SiD-LSG κ₄: guidance of the teacher in the generator loss (§5.5).
+    pub guidance_teacher: f64,
 }
 
 impl Default for SidLoss {
     fn default() -> Self {
-        SidLoss { alpha: 1.2, sigma_init: 2.5, t_max: 0.8, sigma_min: 0.002, sigma_max: 80.0, rho: 7.0, edm: EdmLoss::default() }
+        SidLoss {
+            alpha: 1.2,
+            sigma_init: 2.5,
+            t_max: 0.8,
+            sigma_min: 0.002,
+            sigma_max: 80.0,
+            rho: 7.0,
+            edm: EdmLoss::default(),
+            guidance_fake_train: 1.0,
+            guidance_fake_eval: 1.0,
+            guidance_teacher: 1.0,
+        }
     }
 }
 
@@ -88,8 +106,18 @@ impl SidLoss {
         let n = Tensor::randn(x_g.shape(), x_g.dtype(), gen)?.mul(&sigma)?;
         let sig = sigma.reshape(&[b])?;
         let lambda: Vec<f64> = sig.to_vec_f64()?.iter().map(|&s| self.edm.weight_at(s)).collect();
-        let (denoised, logits_fake) = fake.denoise_and_logits(&x_g.add(&n)?, &sig, labels, true)?;
-        let denoised = denoised.expect("decoded").cast(x_g.dtype())?;
+        let guided = labels.is_some() && self.guidance_fake_train != 1.0;
+        if guided && real.is_some() {
+            return Err(Error::Config("SiDA with SiD-LSG guidance (κ₁ ≠ 1) is not supported".into()));
+        }
+        let (denoised, logits_fake) = if guided {
+            let d = ClassifierFreeGuidance::new(fake, self.guidance_fake_train).denoise(&x_g.add(&n)?, &sig, labels)?;
+            (d, None)
+        } else {
+            let (d, l) = fake.denoise_and_logits(&x_g.add(&n)?, &sig, labels, true)?;
+            (d.expect("decoded"), Some(l))
+        };
+        let denoised = denoised.cast(x_g.dtype())?;
         let keep = finite_rows(&[&denoised, x_g])?;
         let loss = match &keep {
             None => sid_fake_score_loss(&denoised, x_g, &lambda)?,
@@ -107,6 +135,7 @@ impl SidLoss {
                 x_g.shape()
             )));
         }
+        let logits_fake = logits_fake.expect("unguided");
         let (_, logits_real) = fake.denoise_and_logits(&real.cast(x_g.dtype())?.add(&n)?, &sig, labels, false)?;
         // BCE-with-logits means over the (micro-)batch and the logit map.
         let bce_real = logits_real.neg()?.softplus()?.mean_all()?;
@@ -134,9 +163,20 @@ impl SidLoss {
         let sigma = self.sample_generator_sigma(b, x_g.dtype(), gen)?;
         let x_t = x_g.add(&Tensor::randn(x_g.shape(), x_g.dtype(), gen)?.mul(&sigma)?)?;
         let sig = sigma.reshape(&[b])?;
-        let y_real = teacher.denoise(&x_t, &sig, labels)?.cast(x_g.dtype())?;
-        let (y_fake, logits) = fake.denoise_and_logits(&x_t, &sig, labels, true)?;
-        let y_fake = y_fake.expect("decoded").cast(x_g.dtype())?;
+        let y_real = ClassifierFreeGuidance::new(teacher, self.guidance_teacher).denoise(&x_t, &sig, labels)?;
+        let y_real = y_real.cast(x_g.dtype())?;
+        let (y_fake, logits) = if labels.is_some() && self.guidance_fake_eval != 1.0 {
+            if with_logits {
+                return Err(Error::Config("SiDA with SiD-LSG guidance (κ₂ ≠ 1) is not supported".into()));
+            }
+            let b = x_t.shape()[0];
+            let d = ClassifierFreeGuidance::new(fake, self.guidance_fake_eval).denoise(&x_t, &sig, labels)?;
+            (d, Tensor::zeros(&[b, 1], DType::F32)?)
+        } else {
+            let (d, l) = fake.denoise_and_logits(&x_t, &sig, labels, true)?;
+            (d.expect("decoded"), l)
+        };
+        let y_fake = y_fake.cast(x_g.dtype())?;
         let keep = finite_rows(&[x_g, &y_real, &y_fake])?;
         let (y_real, y_fake, x_g, logits, dropped) = match &keep {
             None => (y_real, y_fake, x_g.clone(), logits, 0),

@@ -12,7 +12,7 @@ use super::loss::SidLoss;
 use crate::data::fmnist_tensor::TensorDataset;
 use crate::data::idx::{fmnist_dir, shuffled_indices, Split};
 use crate::edm::train::{fmnist_32, EdmRecipe};
-use crate::edm::{EdmConfig, EdmPrecond, EdmSampler};
+use crate::edm::{EdmConfig, EdmPrecond, EdmSampler, UNetConfig};
 use crate::error::{Error, Result};
 use crate::metrics::fmnist_net::FdFmnist;
 use crate::params::ParamStore;
@@ -91,6 +91,14 @@ pub struct SidRecipe {
     /// The FD-FMNIST classifier weights (`scorch train classifier`); evaluation is skipped
     /// with a note when the file is absent.
     pub classifier: String,
+    /// SiD-LSG κ₁: guidance of the fake network in its own training loss (1 = none; the
+    /// released SiD-LSG models use κ₁ = κ₂ = κ₄ ∈ {1.5, 2, 3, 4.5}). κ ≠ 1 needs a
+    /// class-conditional teacher trained with label dropout.
+    pub kappa_fake_train: f64,
+    /// SiD-LSG κ₂ = κ₃: guidance of the fake network in the generator loss.
+    pub kappa_fake_eval: f64,
+    /// SiD-LSG κ₄: guidance of the teacher in the generator loss.
+    pub kappa_teacher: f64,
     /// Stop (after checkpointing) once this many minutes have passed (0 = no limit); a
     /// later `--resume` continues.
     pub max_minutes: f64,
@@ -133,6 +141,9 @@ impl Default for SidRecipe {
             eval_count: 2000,
             classifier: "assets/fd-fmnist-classifier.safetensors".into(),
             max_minutes: 0.0,
+            kappa_fake_train: 1.0,
+            kappa_fake_eval: 1.0,
+            kappa_teacher: 1.0,
         }
     }
 }
@@ -147,11 +158,24 @@ impl SidRecipe {
         }
     }
 
+    /// Whether any SiD-LSG guidance scale differs from 1.
+    pub fn guided(&self) -> bool {
+        [self.kappa_fake_train, self.kappa_fake_eval, self.kappa_teacher].iter().any(|&k| k != 1.0)
+    }
+
     /// The iteration's configuration.
     pub fn distill_config(&self) -> Result<DistillConfig> {
         let cfg = DistillConfig {
             method: self.method()?,
-            loss: SidLoss { alpha: self.alpha, sigma_init: self.sigma_init, t_max: self.t_max, ..SidLoss::default() },
+            loss: SidLoss {
+                alpha: self.alpha,
+                sigma_init: self.sigma_init,
+                t_max: self.t_max,
+                guidance_fake_train: self.kappa_fake_train,
+                guidance_fake_eval: self.kappa_fake_eval,
+                guidance_teacher: self.kappa_teacher,
+                ..SidLoss::default()
+            },
             batch: self.batch,
             batch_gpu: self.batch_gpu,
             lr_fake: self.lr,
@@ -173,6 +197,9 @@ impl SidRecipe {
         cfg.validate()?;
         if self.method == "sid2a" && self.init_generator.is_none() {
             return Err(Error::Config("recipe field `init_generator`: sid2a needs a SiD generator to start from".into()));
+        }
+        if self.guided() && cfg.method == Method::Sida {
+            return Err(Error::Config("recipe fields `kappa_*`: guidance (SiD-LSG) combines with sid, not sida/sid2a".into()));
         }
         if self.checkpoint_every == 0 || self.log_every == 0 {
             return Err(Error::Config("recipe fields `checkpoint_every` and `log_every` must be positive".into()));
@@ -292,14 +319,32 @@ pub fn distill_fmnist(recipe: &SidRecipe, out: &Path, resume: bool, quiet: bool)
 
     let teacher = load_teacher(Path::new(&recipe.teacher))?;
     let conditional = teacher.recipe.conditional;
+    if recipe.guided() && (!conditional || teacher.recipe.model.label_dropout <= 0.0) {
+        return Err(Error::Config(
+            "recipe fields `kappa_*`: guidance needs a class-conditional teacher trained with label dropout > 0".into(),
+        ));
+    }
+    // Label dropout: none in the generator; in the fake network only when it is trained
+    // with guidance (SiD-LSG's context dropout, p = 0.1); the teacher runs in eval mode.
+    let with_label_dropout = |p: f64| {
+        let mut c = teacher.config.clone();
+        if let UNetConfig::Song(s) = &mut c.unet {
+            s.label_dropout = p;
+        } else if let UNetConfig::Dhariwal(d) = &mut c.unet {
+            d.label_dropout = p;
+        }
+        c
+    };
+    let fake_cfg = with_label_dropout(if recipe.guided() { 0.1 } else { 0.0 });
+    let g_cfg = with_label_dropout(0.0);
     let t_net = edm_net(&teacher.config, &teacher.weights, &teacher.source, recipe.seed)?;
-    let fake = edm_net(&teacher.config, &teacher.weights, &teacher.source, recipe.seed.wrapping_add(1))?;
+    let fake = edm_net(&fake_cfg, &teacher.weights, &teacher.source, recipe.seed.wrapping_add(1))?;
     let g = match &recipe.init_generator {
         Some(p) if recipe.method == "sid2a" => {
             let p = Path::new(p);
-            edm_net(&teacher.config, &safetensors_io::load(p)?, p, recipe.seed.wrapping_add(2))?
+            edm_net(&g_cfg, &safetensors_io::load(p)?, p, recipe.seed.wrapping_add(2))?
         }
-        _ => edm_net(&teacher.config, &teacher.weights, &teacher.source, recipe.seed.wrapping_add(2))?,
+        _ => edm_net(&g_cfg, &teacher.weights, &teacher.source, recipe.seed.wrapping_add(2))?,
     };
     let res = t_net.img_resolution();
     let ch = t_net.img_channels();

@@ -184,15 +184,14 @@ fn fwd_t<T: Float + Send + Sync + 'static>(x: &[T], wt: &[T], g: &ConvGeom) -> V
     let out_sz = g.cout * pix;
     let mut out = vec![T::zero(); g.n * out_sz];
     let (batch_par, threads) = plan(g.n);
-    let one = |(s, dst): (usize, &mut [T])| {
-        let mut cols = if g.is_pointwise() { Vec::new() } else { vec![T::zero(); kr * pix] };
+    let one = |cols: &mut Vec<T>, (s, dst): (usize, &mut [T])| {
         for gi in 0..g.p.groups {
             let xs = &x[s * in_sz + gi * cg * g.h * g.w..][..cg * g.h * g.w];
             let rhs: &[T] = if g.is_pointwise() {
                 xs
             } else {
-                im2col(xs, g, &mut cols);
-                &cols
+                im2col(xs, g, cols);
+                cols
             };
             // SAFETY: weight rows gi·cog.., rhs [kr × pix] and the destination rows are in bounds.
             unsafe {
@@ -215,12 +214,35 @@ fn fwd_t<T: Float + Send + Sync + 'static>(x: &[T], wt: &[T], g: &ConvGeom) -> V
             };
         }
     };
-    if batch_par {
-        out.par_chunks_mut(out_sz).enumerate().for_each(one);
-    } else {
-        out.chunks_mut(out_sz).enumerate().for_each(one);
-    }
+    per_sample(&mut out, out_sz, batch_par, scratch_len(g), one);
     out
+}
+
+/// Length of the im2col scratch buffer of one sample (none for 1×1 convolutions).
+fn scratch_len(g: &ConvGeom) -> usize {
+    if g.is_pointwise() {
+        0
+    } else {
+        g.krows() * g.pix()
+    }
+}
+
+/// Calls `f(scratch, (sample, chunk))` on each `chunk`-sized piece of `buf`, in parallel when
+/// `par`. The scratch buffer is allocated once per rayon job (not per sample): every
+/// kernel overwrites it completely before reading it.
+fn per_sample<T: Float + Send + Sync>(
+    buf: &mut [T],
+    chunk: usize,
+    par: bool,
+    scratch: usize,
+    f: impl Fn(&mut Vec<T>, (usize, &mut [T])) + Send + Sync,
+) {
+    if par {
+        buf.par_chunks_mut(chunk).enumerate().for_each_init(|| vec![T::zero(); scratch], |c, item| f(c, item));
+    } else {
+        let mut c = vec![T::zero(); scratch];
+        buf.chunks_mut(chunk).enumerate().for_each(|item| f(&mut c, item));
+    }
 }
 
 fn bwd_data_t<T: Float + Send + Sync + 'static>(gy: &[T], wt: &[T], g: &ConvGeom) -> Vec<T> {
@@ -229,8 +251,7 @@ fn bwd_data_t<T: Float + Send + Sync + 'static>(gy: &[T], wt: &[T], g: &ConvGeom
     let out_sz = g.cout * pix;
     let mut dx = vec![T::zero(); g.n * in_sz];
     let (batch_par, threads) = plan(g.n);
-    let one = |(s, dxs): (usize, &mut [T])| {
-        let mut cols = if g.is_pointwise() { Vec::new() } else { vec![T::zero(); kr * pix] };
+    let one = |cols: &mut Vec<T>, (s, dxs): (usize, &mut [T])| {
         for gi in 0..g.p.groups {
             let gys = &gy[s * out_sz + gi * cog * pix..][..cog * pix];
             let dst_group = &mut dxs[gi * cg * g.h * g.w..][..cg * g.h * g.w];
@@ -256,15 +277,11 @@ fn bwd_data_t<T: Float + Send + Sync + 'static>(gy: &[T], wt: &[T], g: &ConvGeom
                 )
             };
             if !g.is_pointwise() {
-                col2im(&cols, g, dst_group);
+                col2im(cols, g, dst_group);
             }
         }
     };
-    if batch_par {
-        dx.par_chunks_mut(in_sz).enumerate().for_each(one);
-    } else {
-        dx.chunks_mut(in_sz).enumerate().for_each(one);
-    }
+    per_sample(&mut dx, in_sz, batch_par, scratch_len(g), one);
     dx
 }
 
