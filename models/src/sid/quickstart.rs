@@ -29,9 +29,11 @@ pub struct QuickstartReport {
 /// Runs the quickstart with `recipe_path` (default `recipes/quickstart.toml` if it exists,
 /// else the built-in defaults) and `overrides`, writing into `out`.
 pub fn quickstart(recipe_path: Option<&Path>, overrides: &[String], out: &Path) -> Result<QuickstartReport> {
-    let default = Path::new("recipes/quickstart.toml");
-    let path = recipe_path.or(default.exists().then_some(default));
-    let recipe: SidRecipe = load_recipe(path, overrides).map_err(|e| Error::Config(format!("{e}")))?;
+    let default = in_repo("recipes/quickstart.toml");
+    let path = recipe_path.or(default.exists().then_some(default.as_path()));
+    let mut recipe: SidRecipe = load_recipe(path, overrides).map_err(|e| Error::Config(format!("{e}")))?;
+    recipe.teacher = in_repo(&recipe.teacher).to_string_lossy().into_owned();
+    recipe.classifier = in_repo(&recipe.classifier).to_string_lossy().into_owned();
     let mut notes = Vec::new();
     let data_dir = recipe.data_dir.as_ref().map(PathBuf::from).unwrap_or_else(fmnist_dir);
     let has_data = data_dir.join("t10k-images-idx3-ubyte.gz").exists() || data_dir.join("t10k-images-idx3-ubyte").exists();
@@ -103,3 +105,19 @@ pub fn quickstart(recipe_path: Option<&Path>, overrides: &[String], out: &Path) 
     })
 }
 
+
+/// `rel` as given when it exists, else the same path in the scorch checkout this binary was
+/// built from (so the quickstart finds its shipped assets from any working directory).
+fn in_repo(rel: &str) -> PathBuf {
+    let p = PathBuf::from(rel);
+    if p.exists() || p.is_absolute() {
+        return p;
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap_or(Path::new("."));
+    let q = root.join(rel);
+    if q.exists() {
+        q
+    } else {
+        p
+    }
+}
