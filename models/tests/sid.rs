@@ -60,7 +60,7 @@ fn sid_generator_gradient_matches_finite_differences() {
         for &i in &[0, n / 2, n - 1] {
             let orig = p.to_vec_f64().unwrap();
             let h = 1e-6;
-            let mut shifted = |d: f64| {
+            let shifted = |d: f64| {
                 let mut v = orig.clone();
                 v[i] += d;
                 {

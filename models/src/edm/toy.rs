@@ -64,7 +64,7 @@ impl ToyDenoiser {
                 "toy denoiser: need dim, hidden, noise_freqs > 0 and hidden_layers ≥ 2, got {cfg:?}"
             )));
         }
-        if !(cfg.sigma_data > 0.0) {
+        if cfg.sigma_data.is_nan() || cfg.sigma_data <= 0.0 {
             return Err(Error::Config(format!("toy denoiser: σ_d must be positive, got {}", cfg.sigma_data)));
         }
         let mut layers = Vec::new();

@@ -106,13 +106,14 @@ impl DistillConfig {
     /// Checks values an iteration cannot work with.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: &str| Err(Error::Config(format!("distillation: {m}")));
-        if self.batch == 0 || self.batch_gpu == 0 || self.batch % self.batch_gpu != 0 {
+        if self.batch == 0 || self.batch_gpu == 0 || !self.batch.is_multiple_of(self.batch_gpu) {
             return bad(&format!("batch ({}) must be a positive multiple of batch_gpu ({})", self.batch, self.batch_gpu));
         }
-        if !(self.lr_fake > 0.0 && self.lr_gen > 0.0) {
+        if [self.lr_fake, self.lr_gen].iter().any(|l| l.is_nan() || *l <= 0.0) {
             return bad("learning rates must be positive");
         }
-        if !(self.loss.sigma_init > 0.0) || !(self.loss.t_max > 0.0 && self.loss.t_max <= 1.0) {
+        let (s, t) = (self.loss.sigma_init, self.loss.t_max);
+        if s.is_nan() || s <= 0.0 || t.is_nan() || t <= 0.0 || t > 1.0 {
             return bad("need σ_init > 0 and 0 < t_max ≤ 1");
         }
         Ok(())
