@@ -280,9 +280,22 @@ pub fn map1<T: Copy + Send + Sync, U: Copy + Send + Sync + Default>(
             }
         });
     } else {
-        out.par_chunks_mut(CHUNK).enumerate().for_each(|(ci, o)| {
-            for (d, off) in o.iter_mut().zip(l.offsets_from(ci * CHUNK)) {
-                *d = f(v[off]);
+        let rows = JointRows::new(&[l]);
+        let (len, st) = (rows.row_len, rows.inner[0]);
+        let per_task = (CHUNK / len).max(1);
+        out.par_chunks_mut(per_task * len).enumerate().for_each(|(ti, o)| {
+            let mut it = rows.iter_from(ti * per_task);
+            for row in o.chunks_mut(len) {
+                let [off] = it.next_row();
+                if st == 1 {
+                    for (d, &x) in row.iter_mut().zip(&v[off..off + len]) {
+                        *d = f(x);
+                    }
+                } else {
+                    for (i, d) in row.iter_mut().enumerate() {
+                        *d = f(v[off + i * st]);
+                    }
+                }
             }
         });
     }
@@ -328,14 +341,133 @@ pub fn map2<A: Copy + Send + Sync, B: Copy + Send + Sync, U: Copy + Send + Sync 
             }
         });
     } else {
-        out.par_chunks_mut(CHUNK).enumerate().for_each(|(ci, o)| {
-            let it = la.offsets_from(ci * CHUNK).zip(lb.offsets_from(ci * CHUNK));
-            for (d, (oa, ob)) in o.iter_mut().zip(it) {
-                *d = f(a[oa], b[ob]);
+        // Broadcast or strided: walk rows of the jointly coalesced layouts, with a tight
+        // (vectorisable) inner loop per row instead of an N-d index step per element.
+        let rows = JointRows::new(&[la, lb]);
+        let len = rows.row_len;
+        let (sa, sb) = (rows.inner[0], rows.inner[1]);
+        let per_task = (CHUNK / len).max(1);
+        out.par_chunks_mut(per_task * len).enumerate().for_each(|(ti, o)| {
+            let mut it = rows.iter_from(ti * per_task);
+            for row in o.chunks_mut(len) {
+                let [oa, ob] = it.next_row();
+                match (sa, sb) {
+                    (1, 1) => {
+                        let (ra, rb) = (&a[oa..oa + len], &b[ob..ob + len]);
+                        for ((d, &x), &y) in row.iter_mut().zip(ra).zip(rb) {
+                            *d = f(x, y);
+                        }
+                    }
+                    (1, 0) => {
+                        let (ra, y) = (&a[oa..oa + len], b[ob]);
+                        for (d, &x) in row.iter_mut().zip(ra) {
+                            *d = f(x, y);
+                        }
+                    }
+                    (0, 1) => {
+                        let (x, rb) = (a[oa], &b[ob..ob + len]);
+                        for (d, &y) in row.iter_mut().zip(rb) {
+                            *d = f(x, y);
+                        }
+                    }
+                    _ => {
+                        for (i, d) in row.iter_mut().enumerate() {
+                            *d = f(a[oa + i * sa], b[ob + i * sb]);
+                        }
+                    }
+                }
             }
         });
     }
     out
+}
+
+/// Several layouts of one shape walked together row by row: the dims are coalesced
+/// jointly (merged only where every layout allows it), the last one is the row.
+struct JointRows<const K: usize> {
+    /// Outer dims (all but the row), outermost first.
+    outer: Vec<usize>,
+    /// Per layout, the strides of the outer dims.
+    outer_strides: [Vec<usize>; K],
+    offsets: [usize; K],
+    row_len: usize,
+    /// Per layout, the stride along the row.
+    inner: [usize; K],
+}
+
+impl<const K: usize> JointRows<K> {
+    fn new(ls: &[&Layout; K]) -> Self {
+        let shape = &ls[0].shape;
+        let mut dims: Vec<(usize, [usize; K])> = Vec::with_capacity(shape.len());
+        for (d, &size) in shape.iter().enumerate() {
+            if size == 1 {
+                continue;
+            }
+            let st: [usize; K] = std::array::from_fn(|k| ls[k].strides[d]);
+            if let Some((lsize, lst)) = dims.last_mut() {
+                if (0..K).all(|k| lst[k] == st[k] * size) {
+                    *lsize *= size;
+                    *lst = st;
+                    continue;
+                }
+            }
+            dims.push((size, st));
+        }
+        let (row_len, inner) = dims.pop().unwrap_or((1, [0; K]));
+        JointRows {
+            outer: dims.iter().map(|d| d.0).collect(),
+            outer_strides: std::array::from_fn(|k| dims.iter().map(|d| d.1[k]).collect()),
+            offsets: std::array::from_fn(|k| ls[k].offset),
+            row_len,
+            inner,
+        }
+    }
+
+    /// A cursor at row `r`.
+    fn iter_from(&self, r: usize) -> RowCursor<'_, K> {
+        let mut index = vec![0; self.outer.len()];
+        let mut rem = r;
+        let mut cur = self.offsets;
+        for i in (0..self.outer.len()).rev() {
+            index[i] = rem % self.outer[i];
+            rem /= self.outer[i];
+            for (k, c) in cur.iter_mut().enumerate() {
+                *c += index[i] * self.outer_strides[k][i];
+            }
+        }
+        RowCursor { rows: self, index, cur }
+    }
+}
+
+struct RowCursor<'a, const K: usize> {
+    rows: &'a JointRows<K>,
+    index: Vec<usize>,
+    cur: [usize; K],
+}
+
+impl<const K: usize> RowCursor<'_, K> {
+    /// The row's starting offsets, then advances to the next row.
+    #[inline]
+    fn next_row(&mut self) -> [usize; K] {
+        let out = self.cur;
+        let r = self.rows;
+        let mut i = r.outer.len();
+        while i > 0 {
+            i -= 1;
+            self.index[i] += 1;
+            for k in 0..K {
+                self.cur[k] += r.outer_strides[k][i];
+            }
+            if self.index[i] < r.outer[i] {
+                break;
+            }
+            for k in 0..K {
+                self.cur[k] -= r.outer_strides[k][i] * r.outer[i];
+            }
+            self.index[i] = 0;
+        }
+        out
+    }
 }
 
 /// Contiguous f32 copy of a half-precision view (CPU kernels compute halves in f32).
