@@ -384,19 +384,19 @@ pub fn map2<A: Copy + Send + Sync, B: Copy + Send + Sync, U: Copy + Send + Sync 
 
 /// Several layouts of one shape walked together row by row: the dims are coalesced
 /// jointly (merged only where every layout allows it), the last one is the row.
-struct JointRows<const K: usize> {
+pub(crate) struct JointRows<const K: usize> {
     /// Outer dims (all but the row), outermost first.
     outer: Vec<usize>,
     /// Per layout, the strides of the outer dims.
     outer_strides: [Vec<usize>; K],
     offsets: [usize; K],
-    row_len: usize,
+    pub(crate) row_len: usize,
     /// Per layout, the stride along the row.
-    inner: [usize; K],
+    pub(crate) inner: [usize; K],
 }
 
 impl<const K: usize> JointRows<K> {
-    fn new(ls: &[&Layout; K]) -> Self {
+    pub(crate) fn new(ls: &[&Layout; K]) -> Self {
         let shape = &ls[0].shape;
         let mut dims: Vec<(usize, [usize; K])> = Vec::with_capacity(shape.len());
         for (d, &size) in shape.iter().enumerate() {
@@ -424,7 +424,7 @@ impl<const K: usize> JointRows<K> {
     }
 
     /// A cursor at row `r`.
-    fn iter_from(&self, r: usize) -> RowCursor<'_, K> {
+    pub(crate) fn iter_from(&self, r: usize) -> RowCursor<'_, K> {
         let mut index = vec![0; self.outer.len()];
         let mut rem = r;
         let mut cur = self.offsets;
@@ -439,7 +439,7 @@ impl<const K: usize> JointRows<K> {
     }
 }
 
-struct RowCursor<'a, const K: usize> {
+pub(crate) struct RowCursor<'a, const K: usize> {
     rows: &'a JointRows<K>,
     index: Vec<usize>,
     cur: [usize; K],
@@ -448,7 +448,7 @@ struct RowCursor<'a, const K: usize> {
 impl<const K: usize> RowCursor<'_, K> {
     /// The row's starting offsets, then advances to the next row.
     #[inline]
-    fn next_row(&mut self) -> [usize; K] {
+    pub(crate) fn next_row(&mut self) -> [usize; K] {
         let out = self.cur;
         let r = self.rows;
         let mut i = r.outer.len();

@@ -195,9 +195,21 @@ pub fn gather_strided<T: Copy + Send + Sync>(v: &[T], layout: &Layout) -> Vec<T>
     let mut out: Vec<T> = Vec::with_capacity(n);
     // SAFETY-free version: fill chunk by chunk in parallel into a pre-sized vec.
     out.resize(n, v[layout.offset]);
-    out.par_chunks_mut(CHUNK).enumerate().for_each(|(ci, chunk)| {
-        for (dst, o) in chunk.iter_mut().zip(layout.offsets_from(ci * CHUNK)) {
-            *dst = v[o];
+    // Row by row over the coalesced layout: contiguous rows are slice copies.
+    let rows = super::elementwise::JointRows::new(&[layout]);
+    let (len, st) = (rows.row_len, rows.inner[0]);
+    let per_task = (CHUNK / len).max(1);
+    out.par_chunks_mut(per_task * len).enumerate().for_each(|(ti, chunk)| {
+        let mut it = rows.iter_from(ti * per_task);
+        for row in chunk.chunks_mut(len) {
+            let [off] = it.next_row();
+            if st == 1 {
+                row.copy_from_slice(&v[off..off + len]);
+            } else {
+                for (i, d) in row.iter_mut().enumerate() {
+                    *d = v[off + i * st];
+                }
+            }
         }
     });
     out
