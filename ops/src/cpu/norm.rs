@@ -80,12 +80,9 @@ fn fwd_t<T: Float + Send + Sync>(
     y.par_chunks_mut(len.max(1)).zip(mean.par_iter_mut().zip(rstd.par_iter_mut())).enumerate().for_each(
         |(r, (yr, (m, rs)))| {
             let xr = &x[r * len..(r + 1) * len];
-            let mu = if g.center {
-                xr.iter().map(|v| v.to_f64().unwrap_or(f64::NAN)).sum::<f64>() / len as f64
-            } else {
-                0.0
-            };
-            let var = xr.iter().map(|v| (v.to_f64().unwrap_or(f64::NAN) - mu).powi(2)).sum::<f64>() / len as f64;
+            let mu = if g.center { block_sum(xr, |v| v) / len as f64 } else { 0.0 };
+            let mu_c = cv(mu);
+            let var = block_sum(xr, |v| (v - mu_c) * (v - mu_c)) / len as f64;
             let inv = 1.0 / (var + eps).sqrt();
             *m = cv(mu);
             *rs = cv(inv);
@@ -126,31 +123,27 @@ fn bwd_t<T: Float + Send + Sync>(
         .for_each(|(r, (dxr, (pdw, pdb)))| {
             let xr = &x[r * len..(r + 1) * len];
             let gr = &gy[r * len..(r + 1) * len];
-            let (mu, inv) = (f(mean[r]), f(rstd[r]));
+            let (mu, inv) = (mean[r], rstd[r]);
             let c0 = g.ch0(r);
             // Σ dx̂ and Σ dx̂·x̂ over the row, with dx̂ = gy·w.
             let (mut s1, mut s2) = (0f64, 0f64);
             for k in 0..g.nseg {
                 let wk = w.map_or(1.0, |w| f(w[c0 + k]));
-                let (mut a, mut bsum) = (0f64, 0f64);
-                for i in k * g.seg..(k + 1) * g.seg {
-                    let xh = (f(xr[i]) - mu) * inv;
-                    let gv = f(gr[i]);
-                    a += gv * xh;
-                    bsum += gv;
-                }
+                let seg = k * g.seg..(k + 1) * g.seg;
+                let (a, bsum) = block_sum2(&gr[seg.clone()], &xr[seg], |gv, xv| (gv * ((xv - mu) * inv), gv));
                 pdw[k] = a;
                 pdb[k] = bsum;
                 s1 += bsum * wk;
                 s2 += a * wk;
             }
             let n = len as f64;
-            let (m1, m2) = (if g.center { s1 / n } else { 0.0 }, s2 / n);
+            let (m1, m2) = (cv(if g.center { s1 / n } else { 0.0 }), cv(s2 / n));
             for k in 0..g.nseg {
-                let wk = w.map_or(1.0, |w| f(w[c0 + k]));
-                for i in k * g.seg..(k + 1) * g.seg {
-                    let xh = (f(xr[i]) - mu) * inv;
-                    dxr[i] = cv(inv * (f(gr[i]) * wk - m1 - xh * m2));
+                let wk = w.map_or(T::one(), |w| w[c0 + k]);
+                let seg = k * g.seg..(k + 1) * g.seg;
+                for ((d, &xv), &gv) in dxr[seg.clone()].iter_mut().zip(&xr[seg.clone()]).zip(&gr[seg]) {
+                    let xh = (xv - mu) * inv;
+                    *d = inv * (gv * wk - m1 - xh * m2);
                 }
             }
         });
@@ -164,6 +157,64 @@ fn bwd_t<T: Float + Send + Sync>(
         }
     }
     (dx, dw.into_iter().map(cv).collect(), db.into_iter().map(cv).collect())
+}
+
+/// Σ g(x) over `xs`: partial sums in T over 8 lanes (vectorisable) within blocks of 256,
+/// block totals in f64, so long rows lose no more than an f32 block sum's rounding.
+#[inline]
+fn block_sum<T: Float>(xs: &[T], g: impl Fn(T) -> T) -> f64 {
+    let mut total = 0f64;
+    for blk in xs.chunks(256) {
+        let mut acc = [T::zero(); 8];
+        let mut it = blk.chunks_exact(8);
+        for c in &mut it {
+            for l in 0..8 {
+                acc[l] = acc[l] + g(c[l]);
+            }
+        }
+        let mut s = acc.iter().fold(T::zero(), |a, &b| a + b);
+        for &x in it.remainder() {
+            s = s + g(x);
+        }
+        total += s.to_f64().unwrap_or(f64::NAN);
+    }
+    total
+}
+
+/// Two sums at once over zipped `a`, `b` (see [`block_sum`]).
+#[inline]
+fn block_sum2<T: Float>(a: &[T], b: &[T], g: impl Fn(T, T) -> (T, T)) -> (f64, f64) {
+    let (mut t0, mut t1) = (0f64, 0f64);
+    for (ba, bb) in a.chunks(256).zip(b.chunks(256)) {
+        let (mut acc0, mut acc1) = ([T::zero(); 8], [T::zero(); 8]);
+        let (mut ia, mut ib) = (ba.chunks_exact(8), bb.chunks_exact(8));
+        for (ca, cb) in (&mut ia).zip(&mut ib) {
+            for l in 0..8 {
+                let (u, v) = g(ca[l], cb[l]);
+                acc0[l] = acc0[l] + u;
+                acc1[l] = acc1[l] + v;
+            }
+        }
+        let mut s0 = acc0.iter().fold(T::zero(), |x, &y| x + y);
+        let mut s1 = acc1.iter().fold(T::zero(), |x, &y| x + y);
+        for (&x, &y) in ia.remainder().iter().zip(ib.remainder()) {
+            let (u, v) = g(x, y);
+            s0 = s0 + u;
+            s1 = s1 + v;
+        }
+        t0 += s0.to_f64().unwrap_or(f64::NAN);
+        t1 += s1.to_f64().unwrap_or(f64::NAN);
+    }
+    (t0, t1)
+}
+
+/// The elements of a view in order: borrowed when contiguous, gathered otherwise.
+fn view<'a, T: Copy + Send + Sync>(v: &'a [T], l: &Layout) -> std::borrow::Cow<'a, [T]> {
+    if l.is_contiguous() {
+        std::borrow::Cow::Borrowed(&v[l.offset..l.offset + l.numel()])
+    } else {
+        std::borrow::Cow::Owned(gather_strided(v, l))
+    }
 }
 
 fn affine_check(name: &str, l: Option<&Layout>, c: usize) -> Result<()> {
@@ -207,8 +258,8 @@ pub fn norm_fwd(
         }};
     }
     Ok(match x {
-        CpuStorage::F32(v) => run!(f32, gather_strided(v, lx), CpuStorage::F32),
-        CpuStorage::F64(v) => run!(f64, gather_strided(v, lx), CpuStorage::F64),
+        CpuStorage::F32(v) => run!(f32, view(v, lx), CpuStorage::F32),
+        CpuStorage::F64(v) => run!(f64, view(v, lx), CpuStorage::F64),
         _ if x.dtype().is_half() => {
             let (y, m, r) = run!(f32, half_to_f32(x, lx).expect("half"), |v| v);
             (f32_to_dtype(y, x.dtype()), CpuStorage::F32(m), CpuStorage::F32(r))
@@ -248,11 +299,11 @@ pub fn norm_bwd(
     }
     Ok(match (gy, x) {
         (CpuStorage::F32(a), CpuStorage::F32(b)) => {
-            let (dx, dw, db) = run!(f32, gather_strided(a, lgy), gather_strided(b, lx));
+            let (dx, dw, db) = run!(f32, view(a, lgy), view(b, lx));
             (CpuStorage::F32(dx), CpuStorage::F32(dw), CpuStorage::F32(db))
         }
         (CpuStorage::F64(a), CpuStorage::F64(b)) => {
-            let (dx, dw, db) = run!(f64, gather_strided(a, lgy), gather_strided(b, lx));
+            let (dx, dw, db) = run!(f64, view(a, lgy), view(b, lx));
             (CpuStorage::F64(dx), CpuStorage::F64(dw), CpuStorage::F64(db))
         }
         _ if x.dtype().is_half() && gy.dtype() == x.dtype() => {
