@@ -201,7 +201,7 @@ impl EdmPrecond {
         class_labels: Option<&Tensor>,
         augment_labels: Option<&Tensor>,
     ) -> Result<Tensor> {
-        let (d, _) = self.forward_parts(x, sigma, class_labels, augment_labels, true)?;
+        let (d, _) = self.forward_parts(x, sigma, class_labels, augment_labels, None)?;
         Ok(d.expect("decoded"))
     }
 
@@ -216,18 +216,21 @@ impl EdmPrecond {
         augment_labels: Option<&Tensor>,
         decode: bool,
     ) -> Result<(Option<Tensor>, Tensor)> {
-        let (d, h) = self.forward_parts(x, sigma, class_labels, augment_labels, decode)?;
+        let (d, h) = self.forward_parts(x, sigma, class_labels, augment_labels, Some(decode))?;
+        let h = h.expect("the encoder output was asked for");
         Ok((d, h.mean(&[1], true)?.cast(DType::F32)?))
     }
 
+    /// `encoder`: `None` = the denoiser alone; `Some(decode)` = the encoder output too,
+    /// and the denoised image when `decode`.
     fn forward_parts(
         &self,
         x: &Tensor,
         sigma: &Tensor,
         class_labels: Option<&Tensor>,
         augment_labels: Option<&Tensor>,
-        decode: bool,
-    ) -> Result<(Option<Tensor>, Tensor)> {
+        encoder: Option<bool>,
+    ) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let dtype = self.dtype();
         let x = x.cast(dtype)?;
         let batch = x.shape().first().copied().unwrap_or(0);
@@ -256,7 +259,14 @@ impl EdmPrecond {
         let c_in = s2_plus_sd2.rsqrt()?;
         let c_noise = sigma.log()?.mul_scalar(0.25)?.reshape(&[sigma.numel()])?;
 
-        let (f_x, h) = self.model.forward_parts(&x.mul(&c_in)?, &c_noise, class_labels, augment_labels, decode)?;
+        let x_in = x.mul(&c_in)?;
+        let (f_x, h) = match encoder {
+            None => (Some(self.model.forward(&x_in, &c_noise, class_labels, augment_labels)?), None),
+            Some(decode) => {
+                let (f, h) = self.model.forward_parts(&x_in, &c_noise, class_labels, augment_labels, decode)?;
+                (f, Some(h))
+            }
+        };
         let d = match f_x {
             Some(f_x) => Some(c_skip.mul(&x)?.add(&c_out.mul(&f_x)?)?),
             None => None,
