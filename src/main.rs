@@ -300,8 +300,8 @@ fn distill_cmd(method: &str, a: &DistillArgs) -> Result<(), scorch::models::Erro
     if let Some(s) = a.steps {
         overrides.push(format!("steps={s}"));
     }
-    let recipe: SidRecipe = load_recipe(a.recipe.as_deref(), &overrides)
-        .map_err(|e| scorch::models::Error::Config(format!("{e}")))?;
+    let recipe: SidRecipe =
+        load_recipe(a.recipe.as_deref(), &overrides).map_err(|e| scorch::models::Error::Config(format!("{e}")))?;
     let r = distill_fmnist(&recipe, &a.out, a.resume, false)?;
     println!(
         "{} iterations ({} images) in {:.1} s{}; EMA generator {}",

@@ -7,20 +7,8 @@
 use scorch_engine::Generator;
 use scorch_models::data::toy2d::Toy;
 use scorch_models::sid::toy::*;
-use scorch_models::sid::{DistillConfig, Method};
+use scorch_models::sid::Method;
 use std::time::Instant;
-
-fn cfg(method: Method) -> DistillConfig {
-    let mut c = if method == Method::Sida { DistillConfig::sida() } else { DistillConfig::sid() };
-    c.batch = 128;
-    c.batch_gpu = 128;
-    c.lr_fake = 1e-3;
-    c.lr_gen = 1e-3;
-    c.ema_halflife_images = 2000.0;
-    c.gen_freeze_images = 2560; // 20 iterations (upstream 100k images)
-    c.sid_only_images = 5120; // 40 iterations (upstream 200k images)
-    c
-}
 
 fn main() -> scorch_models::Result<()> {
     let n = 5000;
@@ -36,16 +24,16 @@ fn main() -> scorch_models::Result<()> {
         let teacher = train_toy_teacher(&ToyTeacherConfig { steps: 6000, ..ToyTeacherConfig::new(toy) })?;
         let data = toy_swd(&toy.sample(n, &Generator::new(99))?, toy, 7)?;
         let teach = toy_swd(&teacher_samples(&teacher, n, 18, 5)?, toy, 7)?;
-        let mut sid = toy_distiller(&teacher, None, cfg(Method::Sid), 3)?;
+        let mut sid = toy_distiller(&teacher, None, toy_distill_config(Method::Sid), 3)?;
         let init = toy_swd(&generator_samples(&sid, n, 8)?, toy, 7)?;
         run_toy(&mut sid, toy, 1000, 100)?;
         let after_sid = toy_swd(&generator_samples(&sid, n, 8)?, toy, 7)?;
-        let mut sida = toy_distiller(&teacher, None, cfg(Method::Sida), 3)?;
+        let mut sida = toy_distiller(&teacher, None, toy_distill_config(Method::Sida), 3)?;
         run_toy(&mut sida, toy, 1000, 200)?;
         let after_sida = toy_swd(&generator_samples(&sida, n, 8)?, toy, 7)?;
         // SiD²A: generator from the SiD EMA generator, fake score from the teacher.
         sid.ema().swap()?;
-        let mut sid2a = toy_distiller(&teacher, Some(&sid.generator), cfg(Method::Sida), 4)?;
+        let mut sid2a = toy_distiller(&teacher, Some(&sid.generator), toy_distill_config(Method::Sida), 4)?;
         sid.ema().swap()?;
         run_toy(&mut sid2a, toy, 500, 300)?;
         let after_sid2a = toy_swd(&generator_samples(&sid2a, n, 8)?, toy, 7)?;

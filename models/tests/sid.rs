@@ -7,9 +7,9 @@ use scorch_models::data::toy2d::Toy;
 use scorch_models::edm::toy::{ToyConfig, ToyDenoiser};
 use scorch_models::params::ParamStore;
 use scorch_models::sid::toy::{
-    generator_samples, run_toy, toy_distiller, toy_swd, train_toy_teacher, ToyTeacherConfig,
+    generator_samples, run_toy, toy_distill_config, toy_distiller, toy_swd, train_toy_teacher, ToyTeacherConfig,
 };
-use scorch_models::sid::{DistillConfig, Method, SidLoss};
+use scorch_models::sid::{Method, SidLoss};
 
 fn tiny(seed: u64) -> ToyDenoiser {
     let store = ParamStore::new(DType::F64, seed);
@@ -83,24 +83,12 @@ fn sid_generator_gradient_matches_finite_differences() {
     assert!(checked >= 12);
 }
 
-fn toy_cfg(method: Method) -> DistillConfig {
-    let mut cfg = if method == Method::Sida { DistillConfig::sida() } else { DistillConfig::sid() };
-    cfg.batch = 128;
-    cfg.batch_gpu = 128;
-    cfg.lr_fake = 1e-3;
-    cfg.lr_gen = 1e-3;
-    cfg.ema_halflife_images = 2000.0;
-    cfg.gen_freeze_images = 2560;
-    cfg.sid_only_images = 5120;
-    cfg
-}
-
 #[test]
 fn toy_sid_and_sida_reduce_sliced_wasserstein() {
     let toy = Toy::EightGaussians;
     let teacher = train_toy_teacher(&ToyTeacherConfig { steps: 3000, ..ToyTeacherConfig::new(toy) }).unwrap();
     for method in [Method::Sid, Method::Sida] {
-        let mut d = toy_distiller(&teacher, None, toy_cfg(method), 3).unwrap();
+        let mut d = toy_distiller(&teacher, None, toy_distill_config(method), 3).unwrap();
         let before = toy_swd(&generator_samples(&d, 2000, 8).unwrap(), toy, 7).unwrap();
         run_toy(&mut d, toy, 300, 100).unwrap();
         let after = toy_swd(&generator_samples(&d, 2000, 8).unwrap(), toy, 7).unwrap();
@@ -118,7 +106,7 @@ fn toy_distillation_resumes_bit_for_bit() {
     std::fs::create_dir_all(&dir).unwrap();
     let ckpt = dir.join("ckpt.safetensors");
     for method in [Method::Sid, Method::Sida] {
-        let mut cfg = toy_cfg(method);
+        let mut cfg = toy_distill_config(method);
         cfg.batch = 32;
         cfg.batch_gpu = 16;
         cfg.gen_freeze_images = 64;
@@ -155,11 +143,11 @@ fn toy_distillation_resumes_bit_for_bit() {
 fn bad_configs_and_checkpoints_are_clear_errors() {
     let toy = Toy::EightGaussians;
     let teacher = train_toy_teacher(&ToyTeacherConfig { steps: 1, ..ToyTeacherConfig::new(toy) }).unwrap();
-    let mut cfg = toy_cfg(Method::Sid);
+    let mut cfg = toy_distill_config(Method::Sid);
     cfg.batch_gpu = 100;
     let e = toy_distiller(&teacher, None, cfg, 0).err().unwrap().to_string();
     assert!(e.contains("batch_gpu"), "{e}");
-    let mut d = toy_distiller(&teacher, None, toy_cfg(Method::Sid), 0).unwrap();
+    let mut d = toy_distiller(&teacher, None, toy_distill_config(Method::Sid), 0).unwrap();
     let dir = std::env::temp_dir().join(format!("scorch-sid-bad-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let p = dir.join("not-a-checkpoint.safetensors");

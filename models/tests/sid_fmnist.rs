@@ -156,7 +156,12 @@ fn lsg_guidance_needs_a_guided_teacher_and_runs() {
     let guided = tmp("lsg-guided-teacher");
     teacher(&guided, 0.1);
     let out = tmp("lsg-out");
-    let lsg = |t: &Path, method: &str| SidRecipe { kappa_fake_train: 2.0, kappa_fake_eval: 2.0, kappa_teacher: 2.0, ..recipe(t, method, 2) };
+    let lsg = |t: &Path, method: &str| SidRecipe {
+        kappa_fake_train: 2.0,
+        kappa_fake_eval: 2.0,
+        kappa_teacher: 2.0,
+        ..recipe(t, method, 2)
+    };
     let e = distill_fmnist(&lsg(&plain, "sid"), &out, false, true).err().unwrap().to_string();
     assert!(e.contains("label dropout"), "{e}");
     let e = distill_fmnist(&lsg(&guided, "sida"), &out, false, true).err().unwrap().to_string();

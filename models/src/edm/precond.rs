@@ -17,6 +17,18 @@ use scorch_engine::{no_grad, DType, Tensor};
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
+/// [`Coefficients`] as differentiable tensors of `sigma`'s shape:
+/// `[c_skip, c_out, c_in, c_noise]` for data of standard deviation `sigma_data`.
+pub fn coefficient_tensors(sigma: &Tensor, sigma_data: f64) -> Result<[Tensor; 4]> {
+    let sd2 = sigma_data * sigma_data;
+    let s2_plus_sd2 = sigma.sqr()?.add_scalar(sd2)?;
+    let c_skip = s2_plus_sd2.reciprocal()?.mul_scalar(sd2)?;
+    let c_out = sigma.mul_scalar(sigma_data)?.mul(&s2_plus_sd2.rsqrt()?)?;
+    let c_in = s2_plus_sd2.rsqrt()?;
+    let c_noise = sigma.log()?.mul_scalar(0.25)?;
+    Ok([c_skip, c_out, c_in, c_noise])
+}
+
 /// A denoiser `D(x; σ, c)` as the sampler and the loss see it: EDM's network, a guided
 /// pair of evaluations, or a closed-form one (any
 /// `Fn(&Tensor, &Tensor, Option<&Tensor>) -> Result<Tensor>` is one).
@@ -252,12 +264,8 @@ impl EdmPrecond {
             }
         };
 
-        let sd2 = self.cfg.sigma_data * self.cfg.sigma_data;
-        let s2_plus_sd2 = sigma.sqr()?.add_scalar(sd2)?;
-        let c_skip = s2_plus_sd2.reciprocal()?.mul_scalar(sd2)?;
-        let c_out = sigma.mul_scalar(self.cfg.sigma_data)?.mul(&s2_plus_sd2.rsqrt()?)?;
-        let c_in = s2_plus_sd2.rsqrt()?;
-        let c_noise = sigma.log()?.mul_scalar(0.25)?.reshape(&[sigma.numel()])?;
+        let [c_skip, c_out, c_in, c_noise] = coefficient_tensors(&sigma, self.cfg.sigma_data)?;
+        let c_noise = c_noise.reshape(&[sigma.numel()])?;
 
         let x_in = x.mul(&c_in)?;
         let (f_x, h) = match encoder {

@@ -7,7 +7,7 @@
 //! SiLU. The first half of the hidden layers is the "encoder" whose channel mean SiDA uses
 //! as its discriminator logit, as the U-Net's encoder is for images.
 
-use super::precond::{Coefficients, Denoiser};
+use super::precond::{coefficient_tensors, Coefficients, Denoiser};
 use crate::error::{Error, Result};
 use crate::nn::{Linear, Module};
 use crate::params::{ParamPath, ParamStore};
@@ -109,12 +109,7 @@ impl ToyDenoiser {
         let dtype = self.store.dtype();
         let x2 = x.cast(dtype)?.reshape(&[b, d])?;
         let sigma = sigma.cast(dtype)?.reshape(&[sigma.numel(), 1])?.broadcast_to(&[b, 1])?;
-        let sd2 = self.cfg.sigma_data * self.cfg.sigma_data;
-        let s2_plus_sd2 = sigma.sqr()?.add_scalar(sd2)?;
-        let c_skip = s2_plus_sd2.reciprocal()?.mul_scalar(sd2)?;
-        let c_out = sigma.mul_scalar(self.cfg.sigma_data)?.mul(&s2_plus_sd2.rsqrt()?)?;
-        let c_in = s2_plus_sd2.rsqrt()?;
-        let c_noise = sigma.log()?.mul_scalar(0.25)?;
+        let [c_skip, c_out, c_in, c_noise] = coefficient_tensors(&sigma, self.cfg.sigma_data)?;
 
         // Frequencies 1, 2, 4, … (× π) on c_noise ∈ roughly [−1.6, 1.1].
         let freqs: Vec<f64> = (0..self.cfg.noise_freqs).map(|k| std::f64::consts::PI * 2f64.powi(k as i32)).collect();

@@ -107,7 +107,10 @@ impl DistillConfig {
     pub fn validate(&self) -> Result<()> {
         let bad = |m: &str| Err(Error::Config(format!("distillation: {m}")));
         if self.batch == 0 || self.batch_gpu == 0 || !self.batch.is_multiple_of(self.batch_gpu) {
-            return bad(&format!("batch ({}) must be a positive multiple of batch_gpu ({})", self.batch, self.batch_gpu));
+            return bad(&format!(
+                "batch ({}) must be a positive multiple of batch_gpu ({})",
+                self.batch, self.batch_gpu
+            ));
         }
         if [self.lr_fake, self.lr_gen].iter().any(|l| l.is_nan() || *l <= 0.0) {
             return bad("learning rates must be positive");
@@ -166,11 +169,12 @@ pub fn copy_params(from: &ParamStore, to: &ParamStore) -> Result<()> {
 }
 
 fn prefixed(raw: Vec<RawTensor>, prefix: &str) -> Vec<RawTensor> {
-    raw.into_iter().map(|mut r| {
-        r.name = format!("{prefix}{}", r.name);
-        r
-    })
-    .collect()
+    raw.into_iter()
+        .map(|mut r| {
+            r.name = format!("{prefix}{}", r.name);
+            r
+        })
+        .collect()
 }
 
 fn strip(raw: &[RawTensor], prefix: &str) -> Vec<RawTensor> {
@@ -204,13 +208,8 @@ impl<N: DistillNet> Distiller<N> {
             p.set_requires_grad(false)?;
         }
         teacher.store().set_training(false);
-        let adam = |lr: f64, beta1: f64| AdamConfig {
-            lr,
-            beta1,
-            beta2: cfg.beta2,
-            eps: cfg.eps,
-            ..AdamConfig::default()
-        };
+        let adam =
+            |lr: f64, beta1: f64| AdamConfig { lr, beta1, beta2: cfg.beta2, eps: cfg.eps, ..AdamConfig::default() };
         let opt_fake = Adam::new(fake.store().named_parameters(), adam(cfg.lr_fake, cfg.beta1_fake))?;
         let opt_gen = Adam::new(generator.store().named_parameters(), adam(cfg.lr_gen, cfg.beta1_gen))?;
         let ema = Ema::new(generator.store().named_parameters(), 0.0)?;
@@ -429,7 +428,8 @@ impl<N: DistillNet> Distiller<N> {
         }
         let ema: Vec<RawTensor> = raw.iter().filter(|r| r.name.starts_with("ema.")).cloned().collect();
         let extra: Vec<RawTensor> = raw.iter().filter(|r| r.name.starts_with("train.")).cloned().collect();
-        let st = extra.iter().find(|r| r.name == "train.distill_state").ok_or_else(|| err("no `train.distill_state`"))?;
+        let st =
+            extra.iter().find(|r| r.name == "train.distill_state").ok_or_else(|| err("no `train.distill_state`"))?;
         let v = Tensor::from_raw(st)?.to_vec::<i64>()?;
         if v.len() != 8 {
             return Err(err("`train.distill_state` must hold 8 values"));

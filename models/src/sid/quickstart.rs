@@ -2,7 +2,9 @@
 //! generator with SiD within a time budget, then `samples.png` (teacher at NFE 35 beside
 //! the one-step generator, same noise) and FD-FMNIST of both.
 
-use super::train::{distill_fmnist, edm_net, evaluator, generator_samples, load_teacher, teacher_samples, SidRecipe};
+use super::train::{
+    distill_fmnist, edm_net, evaluator, generator_samples, has_test_split, load_teacher, teacher_samples, SidRecipe,
+};
 use crate::data::idx::fmnist_dir;
 use crate::error::{Error, Result};
 use crate::train::{load_recipe, save_grid};
@@ -36,7 +38,7 @@ pub fn quickstart(recipe_path: Option<&Path>, overrides: &[String], out: &Path) 
     recipe.classifier = in_repo(&recipe.classifier).to_string_lossy().into_owned();
     let mut notes = Vec::new();
     let data_dir = recipe.data_dir.as_ref().map(PathBuf::from).unwrap_or_else(fmnist_dir);
-    let has_data = data_dir.join("t10k-images-idx3-ubyte.gz").exists() || data_dir.join("t10k-images-idx3-ubyte").exists();
+    let has_data = has_test_split(&data_dir);
     if !has_data {
         notes.push(format!(
             "Fashion-MNIST is not in {} — install it with `sudo apt install dataset-fashion-mnist` \
@@ -44,7 +46,8 @@ pub fn quickstart(recipe_path: Option<&Path>, overrides: &[String], out: &Path) 
             data_dir.display()
         ));
     } else if !Path::new(&recipe.classifier).exists() {
-        notes.push(format!("{} is missing (scorch train classifier makes it); FD-FMNIST is skipped", recipe.classifier));
+        notes
+            .push(format!("{} is missing (scorch train classifier makes it); FD-FMNIST is skipped", recipe.classifier));
     }
     let teacher = load_teacher(Path::new(&recipe.teacher))?;
     if teacher.recipe.conditional && !has_data {
@@ -104,7 +107,6 @@ pub fn quickstart(recipe_path: Option<&Path>, overrides: &[String], out: &Path) 
         notes,
     })
 }
-
 
 /// `rel` as given when it exists, else the same path in the scorch checkout this binary was
 /// built from (so the quickstart finds its shipped assets from any working directory).

@@ -2,7 +2,7 @@
 //! distilled into a one-step generator, with sliced Wasserstein distances against the
 //! toy's own sampler to compare the data, the teacher (Heun, NFE 35) and the generator.
 
-use super::distill::{copy_params, DistillConfig, Distiller, MicroBatch};
+use super::distill::{copy_params, DistillConfig, Distiller, Method, MicroBatch};
 use crate::data::toy2d::Toy;
 use crate::edm::toy::{ToyConfig, ToyDenoiser};
 use crate::edm::{EdmLoss, EdmSampler};
@@ -28,6 +28,22 @@ impl ToyTeacherConfig {
     pub fn new(toy: Toy) -> ToyTeacherConfig {
         ToyTeacherConfig { toy, net: ToyConfig::default(), steps: 3000, batch: 256, lr: 1e-3, seed: 0 }
     }
+}
+
+/// The distillation settings of the toy runs (the tests and docs/results.md): upstream's
+/// SiD / SiDA configuration with batch 128 in one micro-batch, lr 1e-3 for both networks,
+/// EMA half-life 2000 points, and SiDA's warm-up scaled to 20 frozen and 40 SiD-only
+/// iterations (upstream 100k and 200k images).
+pub fn toy_distill_config(method: Method) -> DistillConfig {
+    let mut c = if method == Method::Sida { DistillConfig::sida() } else { DistillConfig::sid() };
+    c.batch = 128;
+    c.batch_gpu = 128;
+    c.lr_fake = 1e-3;
+    c.lr_gen = 1e-3;
+    c.ema_halflife_images = 2000.0;
+    c.gen_freeze_images = 2560;
+    c.sid_only_images = 5120;
+    c
 }
 
 /// Points `[n, 2]` as the `[n, 2, 1, 1]` "images" the EDM code takes.

@@ -7,7 +7,7 @@
 //! `ema.safetensors` or, for a run still in progress, the EMA entries of
 //! `checkpoint.safetensors`.
 
-use super::distill::{copy_params, DistillConfig, Distiller, Method, MicroBatch};
+use super::distill::{DistillConfig, Distiller, Method, MicroBatch};
 use super::loss::SidLoss;
 use crate::data::fmnist_tensor::TensorDataset;
 use crate::data::idx::{fmnist_dir, shuffled_indices, Split};
@@ -196,10 +196,14 @@ impl SidRecipe {
         };
         cfg.validate()?;
         if self.method == "sid2a" && self.init_generator.is_none() {
-            return Err(Error::Config("recipe field `init_generator`: sid2a needs a SiD generator to start from".into()));
+            return Err(Error::Config(
+                "recipe field `init_generator`: sid2a needs a SiD generator to start from".into(),
+            ));
         }
         if self.guided() && cfg.method == Method::Sida {
-            return Err(Error::Config("recipe fields `kappa_*`: guidance (SiD-LSG) combines with sid, not sida/sid2a".into()));
+            return Err(Error::Config(
+                "recipe fields `kappa_*`: guidance (SiD-LSG) combines with sid, not sida/sid2a".into(),
+            ));
         }
         if self.checkpoint_every == 0 || self.log_every == 0 {
             return Err(Error::Config("recipe fields `checkpoint_every` and `log_every` must be positive".into()));
@@ -315,7 +319,8 @@ pub fn distill_fmnist(recipe: &SidRecipe, out: &Path, resume: bool, quiet: bool)
     let cfg = recipe.distill_config()?;
     std::fs::create_dir_all(out).map_err(|e| Error::Output(format!("creating {}: {e}", out.display())))?;
     let resolved = toml::to_string_pretty(recipe).map_err(|e| Error::Output(format!("serialising the recipe: {e}")))?;
-    std::fs::write(out.join("recipe.toml"), resolved).map_err(|e| Error::Output(format!("writing recipe.toml: {e}")))?;
+    std::fs::write(out.join("recipe.toml"), resolved)
+        .map_err(|e| Error::Output(format!("writing recipe.toml: {e}")))?;
 
     let teacher = load_teacher(Path::new(&recipe.teacher))?;
     let conditional = teacher.recipe.conditional;
@@ -450,11 +455,16 @@ fn empty_dataset() -> Result<TensorDataset> {
     TensorDataset::new(Tensor::zeros(&[0, 1, 32, 32], DType::F32)?, Tensor::zeros(&[0], DType::I64)?)
 }
 
+/// Whether `dir` holds the Fashion-MNIST test images (gzipped or not).
+pub fn has_test_split(dir: &Path) -> bool {
+    ["t10k-images-idx3-ubyte.gz", "t10k-images-idx3-ubyte"].iter().any(|f| dir.join(f).exists())
+}
+
 /// The FD-FMNIST evaluator against the 10k test images, if the classifier and the test
 /// set exist.
 pub fn evaluator(recipe: &SidRecipe, data_dir: &Path) -> Result<Option<FdFmnist>> {
     let path = Path::new(&recipe.classifier);
-    if !path.exists() || !data_dir.join("t10k-images-idx3-ubyte.gz").exists() && !data_dir.join("t10k-images-idx3-ubyte").exists() {
+    if !path.exists() || !has_test_split(data_dir) {
         return Ok(None);
     }
     let test = fmnist_32(data_dir, Split::Test, 0)?;
@@ -470,7 +480,12 @@ pub fn eval_labels(n: usize, conditional: bool) -> Result<Option<Tensor>> {
     Ok(Some(Tensor::from_vec(cls, &[n])?.one_hot(10, DType::F32)?))
 }
 
-fn eval_fd<N: super::DistillNet>(d: &Distiller<N>, fd: &FdFmnist, recipe: &SidRecipe, conditional: bool) -> Result<f64> {
+fn eval_fd<N: super::DistillNet>(
+    d: &Distiller<N>,
+    fd: &FdFmnist,
+    recipe: &SidRecipe,
+    conditional: bool,
+) -> Result<f64> {
     let images = one_step_samples(d, recipe.eval_count, recipe.seed.wrapping_add(1000), conditional)?;
     fd.distance(&images)
 }
@@ -513,7 +528,12 @@ pub fn batched_samples(
     Ok(Tensor::cat(&parts, 0)?)
 }
 
-fn generator_grid<N: super::DistillNet>(d: &Distiller<N>, recipe: &SidRecipe, conditional: bool, path: &Path) -> Result<()> {
+fn generator_grid<N: super::DistillNet>(
+    d: &Distiller<N>,
+    recipe: &SidRecipe,
+    conditional: bool,
+    path: &Path,
+) -> Result<()> {
     let n = recipe.sample_count;
     let x = one_step_samples(d, n, recipe.seed.wrapping_add(7), conditional)?;
     save_grid(&x, 8.min(n.max(1)), -1.0, 1.0, path)
@@ -526,13 +546,4 @@ pub fn teacher_samples(net: &EdmPrecond, n: usize, steps: usize, seed: u64, cond
     let _ng = no_grad();
     let gen = Generator::new(seed.wrapping_add(1));
     batched_samples(n, seed, conditional, |z, l| Ok(sampler.sample(net, z, l, &gen)?.cast(DType::F32)?))
-}
-
-/// Copies the teacher's weights into a fresh network (re-exported for the CLI).
-pub fn clone_net(net: &EdmPrecond, seed: u64) -> Result<EdmPrecond> {
-    let store = ParamStore::new(DType::F32, seed);
-    let copy = EdmPrecond::zeroed(&store.root(), net.config())?;
-    copy_params(net.store(), &store)?;
-    store.set_training(false);
-    Ok(copy)
 }
