@@ -41,6 +41,19 @@ __device__ __forceinline__ C unary_apply(int op, C x, C p0, C p1, C p2) {
         case 32: return (x >= p0 && x <= p1) ? (C)1 : (C)0;
         case 33: return isnan(x) ? p0 : (isinf(x) ? (x > (C)0 ? p1 : p2) : x);
         case 34: { C s = x >= (C)0 ? (C)1 / ((C)1 + exp(-x)) : exp(x) / ((C)1 + exp(x)); return s * ((C)1 + x * ((C)1 - s)); }
+        case 35: {  // d/dx gelu_erf = Phi(x) + x phi(x)
+            C cdf = (C)0.5 * erfc(-x * (C)0.70710678118654752440);
+            C pdf = (C)0.39894228040143267794 * exp((C)-0.5 * x * x);
+            return pdf == (C)0 ? cdf : cdf + x * pdf;
+        }
+        case 36: {  // d/dx gelu_tanh with s = sigmoid(2u)
+            C k = (C)0.79788456080286535588;
+            C u = k * (x + (C)0.044715 * x * x * x);
+            C s = (C)1 / ((C)1 + exp((C)-2 * u));
+            C sech2 = (C)4 * s * ((C)1 - s);
+            if (sech2 == (C)0) return s;
+            return s + (C)0.5 * x * sech2 * k * ((C)1 + (C)3 * (C)0.044715 * x * x);
+        }
         default: return x;
     }
 }
@@ -91,6 +104,46 @@ BINARY(binary_f32, float, float, load_f, store_f)
 BINARY(binary_f64, double, double, load_f, store_f)
 BINARY(binary_bf16, bf16_t, float, load_f, store_f)
 BINARY(binary_f16, f16_t, float, load_h, store_h)
+
+// Integer arithmetic (wrapping; division truncates and x/0 gives 0), computed in 64 bits.
+__device__ __forceinline__ long long int_apply(int op, long long a, long long b) {
+    switch (op) {
+        case 0: return (long long)((unsigned long long)a + (unsigned long long)b);
+        case 1: return (long long)((unsigned long long)a - (unsigned long long)b);
+        case 2: return (long long)((unsigned long long)a * (unsigned long long)b);
+        case 3: return b == 0 ? 0 : (a == (-9223372036854775807LL - 1) && b == -1 ? a : a / b);
+        case 4: { if (b < 0) return 0; unsigned long long r = 1, base = (unsigned long long)a; long long e = b;
+                  while (e > 0) { if (e & 1) r *= base; base *= base; e >>= 1; } return (long long)r; }
+        case 5: return a > b ? a : b;
+        case 6: return a < b ? a : b;
+        case 7: return a == b;
+        case 8: return a != b;
+        case 9: return a < b;
+        case 10: return a <= b;
+        case 11: return a > b;
+        case 12: return a >= b;
+        default: return a;
+    }
+}
+#define BINARY_INT(NAME, T)                                                                       \
+extern "C" __global__ void NAME(const T* a, Strided la, const T* b, Strided lb, T* y, i64 n, int op) { \
+    GRID_LOOP(i, n) {                                                                             \
+        y[i] = (T)int_apply(op, (long long)a[strided_offset(la, i)], (long long)b[strided_offset(lb, i)]); \
+    }                                                                                             \
+}
+BINARY_INT(binary_i64, long long)
+BINARY_INT(binary_i32, int)
+BINARY_INT(binary_u8, unsigned char)
+#define COMPARE_INT(NAME, T)                                                                      \
+extern "C" __global__ void NAME(const T* a, Strided la, const T* b, Strided lb, unsigned char* y, i64 n, int op) { \
+    GRID_LOOP(i, n) {                                                                             \
+        y[i] = int_apply(op, (long long)a[strided_offset(la, i)], (long long)b[strided_offset(lb, i)]) != 0; \
+    }                                                                                             \
+}
+COMPARE_INT(compare_i64, long long)
+COMPARE_INT(compare_i32, int)
+COMPARE_INT(compare_u8, unsigned char)
+COMPARE_INT(compare_bool, unsigned char)
 
 // Comparisons write bool bytes.
 #define COMPARE(NAME, T, C, LOAD)                                                                 \

@@ -75,3 +75,23 @@ extern "C" __global__ void NAME(const T* x, T* y, i64 rows, i64 len) {          
 }
 CUMSUM_ROWS(cumsum_rows_f32, float, load_f, store_f)
 CUMSUM_ROWS(cumsum_rows_f64, double, load_f, store_f)
+CUMSUM_ROWS(cumsum_rows_bf16, bf16_t, load_f, store_f)
+CUMSUM_ROWS(cumsum_rows_f16, f16_t, load_h, store_h)
+
+// Reduction over the leading dim of a contiguous [rows, cols] view (bias gradients, batch
+// sums): one thread per column, so each step of the loop reads a coalesced row.
+#define REDUCE_COLS(NAME, T, C, LOAD, STORE)                                                     \
+extern "C" __global__ void NAME(const T* x, T* y, i64 rows, i64 cols, int op) {                  \
+    GRID_LOOP(j, cols) {                                                                         \
+        C acc = op == 0 ? (C)0 : (op == 1 ? (C)-SCORCH_INF : (C)SCORCH_INF);                      \
+        for (i64 r = 0; r < rows; ++r) {                                                         \
+            C v = LOAD(x, r * cols + j);                                                         \
+            acc = op == 0 ? acc + v : (op == 1 ? (isnan(v) ? v : fmax(acc, v)) : (isnan(v) ? v : fmin(acc, v))); \
+        }                                                                                        \
+        STORE(y, j, acc);                                                                        \
+    }                                                                                            \
+}
+REDUCE_COLS(reduce_cols_f32, float, float, load_f, store_f)
+REDUCE_COLS(reduce_cols_f64, double, double, load_f, store_f)
+REDUCE_COLS(reduce_cols_bf16, bf16_t, float, load_f, store_f)
+REDUCE_COLS(reduce_cols_f16, f16_t, float, load_h, store_h)

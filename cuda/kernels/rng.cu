@@ -67,3 +67,11 @@ extern "C" __global__ void random_f32(float* out, i64 n, unsigned long long seed
 extern "C" __global__ void random_f64(double* out, i64 n, unsigned long long seed, unsigned long long offset, int dist, double a, double b) {
     fill(out, n, seed, offset, dist, a, b, StoreF64());
 }
+
+// randint: lo + min(floor(u * span), span - 1) from the f64 uniforms of the same request.
+extern "C" __global__ void randint_i64(const double* u, long long* out, i64 n, long long lo, long long span) {
+    GRID_LOOP(i, n) {
+        long long v = (long long)(u[i] * (double)span);
+        out[i] = lo + (v < span - 1 ? v : span - 1);
+    }
+}

@@ -6,7 +6,8 @@ use crate::probe::{cuda_status, CudaStatus};
 use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream, DeviceRepr, LaunchConfig};
 use cudarc::nvrtc::Ptx;
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// Errors of the CUDA backend, each naming what failed.
 #[derive(Debug, thiserror::Error)]
@@ -67,12 +68,40 @@ pub struct CudaDevice {
     /// `sm_XY` of the device.
     pub arch: String,
     pub name: String,
+    /// Device ordinal (`cuda:N`).
+    pub ordinal: usize,
     modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
+    functions: Mutex<HashMap<(&'static str, String), CudaFunction>>,
+    blas: OnceLock<cudarc::cublas::CudaBlas>,
     driver_version: i32,
+    pub(crate) allocated: AtomicU64,
+    pub(crate) peak: AtomicU64,
+}
+
+/// Bytes held by scorch tensors on a device, what the driver's pool reserves, and the peak
+/// of the first since the last reset.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct MemoryStats {
+    pub allocated: u64,
+    pub reserved: u64,
+    pub peak: u64,
 }
 
 impl CudaDevice {
+    /// The process-wide handle of device `ordinal`, opened on first use.
+    pub fn get(ordinal: usize) -> Result<Arc<CudaDevice>, CudaError> {
+        static DEVICES: OnceLock<Mutex<HashMap<usize, Arc<CudaDevice>>>> = OnceLock::new();
+        let mut devs = DEVICES.get_or_init(Default::default).lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(d) = devs.get(&ordinal) {
+            return Ok(d.clone());
+        }
+        let d = CudaDevice::new(ordinal)?;
+        devs.insert(ordinal, d.clone());
+        Ok(d)
+    }
+
     /// Opens device `ordinal`; a clear error (never a panic) when CUDA is missing.
+    /// Prefer [`CudaDevice::get`], which shares one handle per device.
     pub fn new(ordinal: usize) -> Result<Arc<CudaDevice>, CudaError> {
         match cuda_status() {
             CudaStatus::Available { devices } if ordinal < devices => {}
@@ -87,6 +116,20 @@ impl CudaDevice {
         // SAFETY: no allocations exist yet on this context.
         unsafe { ctx.disable_event_tracking() };
         let stream = ctx.default_stream();
+        // Keep freed memory in the driver's stream-ordered pool instead of returning it at
+        // every synchronize (the default threshold 0 re-grows the pool every training step).
+        // SAFETY: plain attribute set on the device's default pool.
+        unsafe {
+            if let Ok(pool) = cudarc::driver::result::device::get_default_mem_pool(ctx.cu_device()) {
+                let mut thr: u64 = u64::MAX;
+                cudarc::driver::result::mem_pool::set_attribute(
+                    pool,
+                    cudarc::driver::sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+                    &mut thr as *mut u64 as *mut _,
+                )
+                .ok();
+            }
+        }
         let (maj, min) = drv("compute capability", ctx.compute_capability())?;
         let name = drv("device name", ctx.name())?;
         let mut driver_version = 0;
@@ -97,8 +140,13 @@ impl CudaDevice {
             stream,
             arch: format!("sm_{maj}{min}"),
             name,
+            ordinal,
             modules: Mutex::new(HashMap::new()),
+            functions: Mutex::new(HashMap::new()),
+            blas: OnceLock::new(),
             driver_version,
+            allocated: AtomicU64::new(0),
+            peak: AtomicU64::new(0),
         }))
     }
 
@@ -123,9 +171,58 @@ impl CudaDevice {
         Ok(m)
     }
 
-    /// A kernel function by family and name.
+    /// A kernel function by family and name (looked up once, then cached).
     pub fn function(&self, family: &'static str, name: &str) -> Result<CudaFunction, CudaError> {
-        drv(&format!("{family}::{name}"), self.module(family)?.load_function(name))
+        let key = (family, name.to_string());
+        if let Some(f) = self.functions.lock().unwrap_or_else(|p| p.into_inner()).get(&key) {
+            return Ok(f.clone());
+        }
+        let f = drv(&format!("{family}::{name}"), self.module(family)?.load_function(name))?;
+        self.functions.lock().unwrap_or_else(|p| p.into_inner()).insert(key, f.clone());
+        Ok(f)
+    }
+
+    /// The device's cuBLAS handle, bound to its stream (created on first use).
+    pub fn blas(&self) -> Result<&cudarc::cublas::CudaBlas, CudaError> {
+        if let Some(b) = self.blas.get() {
+            return Ok(b);
+        }
+        // SAFETY: only dlopens the candidate names.
+        if !unsafe { cudarc::cublas::sys::is_culib_present() } {
+            return Err(CudaError::Unavailable(
+                "libcublas could not be loaded (install the CUDA toolkit or the nvidia-cublas wheel and add its lib folder to LD_LIBRARY_PATH)".into(),
+            ));
+        }
+        let b = drv("cublasCreate", cudarc::cublas::CudaBlas::new(self.stream.clone()))?;
+        Ok(self.blas.get_or_init(|| b))
+    }
+
+    /// Memory held by tensors, reserved by the pool, and the peak since [`reset_peak`].
+    ///
+    /// [`reset_peak`]: CudaDevice::reset_peak
+    pub fn memory_stats(&self) -> MemoryStats {
+        let mut reserved = 0u64;
+        // SAFETY: reads an attribute of the device's default pool into a u64.
+        unsafe {
+            if let Ok(pool) = cudarc::driver::result::device::get_default_mem_pool(self.ctx.cu_device()) {
+                cudarc::driver::result::mem_pool::get_attribute(
+                    pool,
+                    cudarc::driver::sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT,
+                    &mut reserved as *mut u64 as *mut _,
+                )
+                .ok();
+            }
+        }
+        MemoryStats {
+            allocated: self.allocated.load(Ordering::Relaxed),
+            reserved,
+            peak: self.peak.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Restarts the peak at the current allocation.
+    pub fn reset_peak(&self) {
+        self.peak.store(self.allocated.load(Ordering::Relaxed), Ordering::Relaxed);
     }
 
     /// A 1-D launch for `n` items: 256 threads per block, grid capped for grid-stride loops.

@@ -9,11 +9,14 @@
 //! implementation over device storage (so the engine runs on the GPU), attention, conv, norms,
 //! matmul through cuBLAS and the optimizer kernels are not written yet.
 
+pub mod backend;
 pub mod compile;
 pub mod device;
 pub mod probe;
 pub mod smoke;
 
+pub use backend::{Cuda, CudaStorage};
 pub use compile::{compile_cubin, kernel_sources, CompileError, KernelSource};
-pub use device::{CudaDevice, CudaError};
+pub use device::{CudaDevice, CudaError, MemoryStats};
+pub use cudarc;
 pub use probe::{cuda_available, cuda_status, nvrtc_available, CudaStatus};

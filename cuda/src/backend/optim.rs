@@ -1,0 +1,1 @@
+//! Fused optimizer updates (`cuda/kernels/optim.cu`).

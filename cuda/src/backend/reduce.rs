@@ -1,0 +1,115 @@
+//! Reductions, softmax and cumsum (`cuda/kernels/reduce.cu`). The reduced axis (or axes) is
+//! moved last and made contiguous, then one block reduces each row with warp shuffles; a
+//! reduction over leading axes of a contiguous tensor reads coalesced columns instead.
+
+use super::{cfg_rows, launch, sfx, Cuda, CudaStorage};
+use crate::device::CudaDevice;
+use scorch_ops::cpu::reduce::{check_axes, ReduceOp};
+use scorch_ops::kernels::View;
+use scorch_ops::{DType, Error, Layout, Result};
+
+/// `l` permuted so that `last` axes come last (in order), with the permutation used.
+fn move_last(l: &Layout, last: &[usize]) -> Result<(Layout, Vec<usize>)> {
+    let mut perm: Vec<usize> = (0..l.rank()).filter(|d| !last.contains(d)).collect();
+    perm.extend_from_slice(last);
+    Ok((l.permute(&perm)?, perm))
+}
+
+pub fn reduce(cu: &Cuda, op: ReduceOp, (s, l): View<CudaStorage>, axes: &[usize]) -> Result<CudaStorage> {
+    cu.check("reduce", s)?;
+    let axes = check_axes(axes, l.rank())?;
+    let red: usize = axes.iter().map(|&a| l.shape[a]).product();
+    let kept: usize = (0..l.rank()).filter(|d| !axes.contains(d)).map(|d| l.shape[d]).product();
+    let arg = matches!(op, ReduceOp::ArgMax | ReduceOp::ArgMin);
+    if arg && axes.len() != 1 {
+        return Err(Error::Shape { op: "argmax/argmin", detail: format!("needs exactly one axis, got {axes:?}") });
+    }
+    if red == 0 && op != ReduceOp::Sum {
+        return Err(Error::Shape { op: "max/min", detail: format!("reduction over an empty axis of shape {:?}", l.shape) });
+    }
+    let sx = sfx("reduce", s.dtype())?;
+    let out = cu.alloc(if arg { DType::I64 } else { s.dtype() }, kept)?;
+    if kept == 0 {
+        return Ok(out);
+    }
+    let code: i32 = match op {
+        ReduceOp::Sum => 0,
+        ReduceOp::Max | ReduceOp::ArgMax => 1,
+        ReduceOp::Min => 2,
+        ReduceOp::ArgMin => 1,
+    };
+    let yp = out.ptr();
+    // Leading axes of a contiguous tensor: column sweep, no transpose.
+    let leading = axes.iter().enumerate().all(|(i, &a)| i == a);
+    if !arg && leading && l.is_contiguous() && red > 0 {
+        let (xp, rows, cols) = (s.ptr_at(l.offset), red as i64, kept as i64);
+        launch!(cu, "reduce.cu", format!("reduce_cols_{sx}"), CudaDevice::cfg_1d(kept); &xp, &yp, &rows, &cols, &code)?;
+        return Ok(out);
+    }
+    let (pl, _) = move_last(l, &axes)?;
+    let x = cu.contig((s, &pl))?;
+    let (xp, rows, len) = (x.ptr(), kept as i64, red as i64);
+    if arg {
+        let c: i32 = if op == ReduceOp::ArgMax { 0 } else { 1 };
+        launch!(cu, "reduce.cu", format!("arg_rows_{sx}"), CudaDevice::cfg_1d(kept); &xp, &yp, &rows, &len, &c)?;
+    } else {
+        launch!(cu, "reduce.cu", format!("reduce_rows_{sx}"), cfg_rows(kept, 256); &xp, &yp, &rows, &len, &code)?;
+    }
+    Ok(out)
+}
+
+/// Runs a row kernel along `axis`: moves the axis last, runs `row_kernel` over contiguous
+/// rows, and returns the result in the original (contiguous) order.
+fn along_axis(
+    cu: &Cuda,
+    (s, l): View<CudaStorage>,
+    axis: usize,
+    run: impl FnOnce(u64, u64, i64, i64) -> Result<()>,
+) -> Result<CudaStorage> {
+    if axis >= l.rank() {
+        return Err(Error::Axis { axis: axis as isize, rank: l.rank() });
+    }
+    let n = l.numel();
+    let len = l.shape[axis];
+    let (pl, perm) = move_last(l, &[axis])?;
+    let x = cu.contig((s, &pl))?;
+    let y = cu.alloc(s.dtype(), n)?;
+    if n == 0 {
+        return Ok(y);
+    }
+    run(x.ptr(), y.ptr(), (n / len) as i64, len as i64)?;
+    if axis + 1 == l.rank() {
+        return Ok(y);
+    }
+    // y is contiguous in the permuted order: view it in the original order and copy.
+    let mut inv = vec![0; perm.len()];
+    for (i, &p) in perm.iter().enumerate() {
+        inv[p] = i;
+    }
+    let yl = Layout::contiguous(&pl.shape).permute(&inv)?;
+    cu.copy_contiguous((&y, &yl))
+}
+
+pub fn softmax(cu: &Cuda, x: View<CudaStorage>, axis: usize, log: bool) -> Result<CudaStorage> {
+    cu.check("softmax", x.0)?;
+    let sx = sfx("softmax", x.0.dtype())?;
+    let lg = log as i32;
+    along_axis(cu, x, axis, |xp, yp, rows, len| {
+        launch!(cu, "reduce.cu", format!("softmax_rows_{sx}"), cfg_rows(rows as usize, 256); &xp, &yp, &rows, &len, &lg)
+    })
+}
+
+pub fn cumsum(cu: &Cuda, x: View<CudaStorage>, axis: usize) -> Result<CudaStorage> {
+    cu.check("cumsum", x.0)?;
+    let sx = sfx("cumsum", x.0.dtype())?;
+    along_axis(cu, x, axis, |xp, yp, rows, len| {
+        launch!(cu, "reduce.cu", format!("cumsum_rows_{sx}"), CudaDevice::cfg_1d(rows as usize); &xp, &yp, &rows, &len)
+    })
+}
+
+/// Sum of every element of a float view as f64 on the host (tests and diagnostics).
+pub fn sum_all_f64(cu: &Cuda, x: View<CudaStorage>) -> Result<f64> {
+    let axes: Vec<usize> = (0..x.1.rank()).collect();
+    let r = reduce(cu, ReduceOp::Sum, x, &axes)?;
+    Ok(r.to_cpu()?.get_f64(0))
+}
