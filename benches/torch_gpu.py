@@ -1,6 +1,7 @@
 """PyTorch baselines on the GPU for scorch's device check (same card, same run).
 
-Prints one table: case, median ms, and GB/s or TFLOP/s. These are the denominators of the
+Prints one `case|median ms|rate` line per case, with the case keys of `scorch bench`
+(benches/gpu_table.py joins both into the device check's table). These are the denominators of the
 issue's GPU targets: elementwise / reductions vs measured copy bandwidth at 64M elements,
 the SiD loss and Beta KL as PyTorch eager compositions, attention via SDPA (bf16, B4 H8
 S1024 D64) and conv2d 3x3 via cuDNN (bf16, B64 128->128 32x32).
@@ -49,22 +50,37 @@ def main():
         print("torch: no CUDA device")
         return 2
     dev = "cuda"
-    print(f"torch {torch.__version__}, {torch.cuda.get_device_name(0)}")
-    rows = []
+    print(f"# torch {torch.__version__}, {torch.cuda.get_device_name(0)}")
+
+    def row(key, ms, rate=""):
+        print(f"{key}|{ms:.4f}|{rate}", flush=True)
+
     n = 64 * 1024 * 1024
     x = torch.randn(n, device=dev)
     y = torch.empty_like(x)
     ms = median_ms(lambda: y.copy_(x))
-    copy_gbs = 2 * 4 * n / ms / 1e6
-    rows.append(("copy f32 64M", ms, f"{copy_gbs:.0f} GB/s (roofline reference)"))
+    row("copy_f32_64M", ms, f"{2 * 4 * n / ms / 1e6:.0f} GB/s")
     b = torch.randn(n, device=dev)
     ms = median_ms(lambda: torch.add(x, b, out=y))
-    rows.append(("add f32 64M", ms, f"{3 * 4 * n / ms / 1e6:.0f} GB/s"))
+    row("add_f32_64M", ms, f"{3 * 4 * n / ms / 1e6:.0f} GB/s")
     ms = median_ms(lambda: x.sum())
-    rows.append(("sum f32 64M", ms, f"{4 * n / ms / 1e6:.0f} GB/s"))
+    row("sum_f32_64M", ms, f"{4 * n / ms / 1e6:.0f} GB/s")
+    del x, y, b
     s = torch.randn(16384, 4096, device=dev)
     ms = median_ms(lambda: torch.softmax(s, -1))
-    rows.append(("softmax f32 16384x4096", ms, f"{2 * 4 * s.numel() / ms / 1e6:.0f} GB/s"))
+    row("softmax_f32_16384x4096", ms, f"{2 * 4 * s.numel() / ms / 1e6:.0f} GB/s")
+    del s
+    xg_ = torch.randn(64, 128, 32, 32, device=dev, requires_grad=True)
+    wg = torch.randn(128, device=dev, requires_grad=True)
+    bg = torch.randn(128, device=dev, requires_grad=True)
+    gg = torch.randn(64, 128, 32, 32, device=dev)
+
+    def gn_fb():
+        o = F.group_norm(xg_, 32, wg, bg, 1e-5)
+        torch.autograd.grad(o, [xg_, wg, bg], gg)
+
+    ms = median_ms(gn_fb)
+    row("groupnorm_f32_fwd_bwd", ms, f"{5 * 4 * xg_.numel() / ms / 1e6:.0f} GB/s")
     yr, yf, xg = (torch.randn(64, 3, 64, 64, device=dev) for _ in range(3))
     xg.requires_grad_(True)
     yr.requires_grad_(True)
@@ -74,13 +90,16 @@ def main():
         l = sid_loss(yr, yf, xg).sum()
         torch.autograd.grad(l, [yr, yf, xg])
 
-    rows.append(("SiD loss fwd+bwd eager 64x3x64x64", median_ms(sid_fb), ""))
+    row("sid_loss_fwd_bwd", median_ms(sid_fb))
     a = [torch.rand(1 << 22, device=dev) * 20 + 0.5 for _ in range(4)]
-    rows.append(("beta KL fwd eager 4M", median_ms(lambda: beta_kl(*a)), ""))
+    row("beta_kl_fwd_4M", median_ms(lambda: beta_kl(*a)))
+    ma, mb = (torch.randn(4096, 4096, device=dev, dtype=torch.bfloat16) for _ in range(2))
+    ms = median_ms(lambda: ma @ mb)
+    row("matmul_bf16_4096", ms, f"{2 * 4096 ** 3 / ms / 1e9:.1f} TFLOP/s")
     q, k, v = (torch.randn(4, 8, 1024, 64, device=dev, dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
     flops = 4 * 4 * 8 * 1024 * 1024 * 64
     ms = median_ms(lambda: F.scaled_dot_product_attention(q, k, v))
-    rows.append(("SDPA bf16 fwd B4 H8 S1024 D64", ms, f"{flops / ms / 1e9:.1f} TFLOP/s"))
+    row("attn_bf16_fwd", ms, f"{flops / ms / 1e9:.1f} TFLOP/s")
     go = torch.randn_like(q)
 
     def sdpa_fb():
@@ -88,12 +107,12 @@ def main():
         torch.autograd.grad(o, [q, k, v], go)
 
     ms = median_ms(sdpa_fb)
-    rows.append(("SDPA bf16 fwd+bwd", ms, f"{3.5 * flops / ms / 1e9:.1f} TFLOP/s"))
+    row("attn_bf16_fwd_bwd", ms, f"{3.5 * flops / ms / 1e9:.1f} TFLOP/s")
     xc = torch.randn(64, 128, 32, 32, device=dev, dtype=torch.bfloat16, requires_grad=True)
     wc = torch.randn(128, 128, 3, 3, device=dev, dtype=torch.bfloat16, requires_grad=True)
     cflops = 2 * 64 * 128 * 32 * 32 * 128 * 9
     ms = median_ms(lambda: F.conv2d(xc, wc, padding=1))
-    rows.append(("conv2d 3x3 bf16 fwd B64 128->128 32x32", ms, f"{cflops / ms / 1e9:.1f} TFLOP/s"))
+    row("conv3x3_bf16_fwd", ms, f"{cflops / ms / 1e9:.1f} TFLOP/s")
     gy = torch.randn(64, 128, 32, 32, device=dev, dtype=torch.bfloat16)
 
     def conv_fb():
@@ -101,10 +120,7 @@ def main():
         torch.autograd.grad(o, [xc, wc], gy)
 
     ms = median_ms(conv_fb)
-    rows.append(("conv2d 3x3 bf16 fwd+bwd", ms, f"{3 * cflops / ms / 1e9:.1f} TFLOP/s"))
-    print(f"{'case':<42} {'median ms':>10}  rate")
-    for name, ms, rate in rows:
-        print(f"{name:<42} {ms:>10.3f}  {rate}")
+    row("conv3x3_bf16_fwd_bwd", ms, f"{3 * cflops / ms / 1e9:.1f} TFLOP/s")
     return 0
 
 

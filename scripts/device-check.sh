@@ -1,16 +1,17 @@
 #!/usr/bin/env bash
 # The one device check, run on the GPU machine (CUDA 13 driver, nvcc, PyTorch; no Rust):
-#   bash device-pack/device-check.sh            (writes $OUT/table.txt and $OUT/log.txt)
-# First it says where everything is, so a failure explains itself; then it runs the CUDA
-# kernels' CPU-parity check; then (when present) the PyTorch side of the GPU benchmarks.
+#   bash device-pack/device-check.sh
+# Writes into $OUT (default device-pack/out): log.txt (everything), parity.txt (CPU-vs-CUDA
+# parity of every registry op) and table.md (benchmarks side by side with PyTorch on the same
+# card). First it says where everything is, so a failure explains itself. About 3-6 minutes.
 set -uo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 out="${OUT:-$here/out}"
 mkdir -p "$out"
 log="$out/log.txt"
-table="$out/table.txt"
+commit="$(cat "$here/COMMIT" 2>/dev/null || echo unknown)"
 {
-  echo "== scorch device check, commit $(cat "$here/COMMIT" 2>/dev/null || echo unknown), $(date -u +%Y-%m-%dT%H:%MZ)"
+  echo "== scorch device check, commit $commit, $(date -u +%Y-%m-%dT%H:%MZ)"
   nvidia-smi || echo "nvidia-smi failed"
   echo "== libraries"
   for lib in libcuda.so libnvrtc.so libcublas.so libcublasLt.so; do
@@ -20,25 +21,45 @@ table="$out/table.txt"
   echo "CUDA include path: $cuda_home/include ($( [ -f "$cuda_home/include/cuda_bf16.h" ] && echo has cuda_bf16.h || echo missing))"
 } >"$log" 2>&1
 
-# NVRTC from the toolkit if the loader does not already see it.
-for d in "${CUDA_HOME:-/usr/local/cuda}/lib64" /usr/local/cuda/lib64 /usr/local/cuda-13*/lib64; do
+# NVRTC / cuBLAS from the toolkit if the loader does not already see them.
+for d in "${CUDA_HOME:-/usr/local/cuda}/lib64" /usr/local/cuda/lib64; do
   [ -d "$d" ] && export LD_LIBRARY_PATH="$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 done
-if ! ldconfig -p 2>/dev/null | grep -q libnvrtc.so.13; then
-  nv="$(find / -name 'libnvrtc.so.13' -not -path '/proc/*' 2>/dev/null | head -1)"
-  [ -n "$nv" ] && export LD_LIBRARY_PATH="$(dirname "$nv"):$LD_LIBRARY_PATH"
-fi
 echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH" >>"$log"
-export SCORCH_KERNEL_CACHE="$out/kernel-cache"
+# Compiled kernels are cached outside $OUT (only a few files come back from the machine).
+export SCORCH_KERNEL_CACHE="${SCORCH_KERNEL_CACHE:-/tmp/scorch-kernel-cache}"
+scorch="$here/scorch"
+samples="${SAMPLES:-3}"
+
+step() { echo; echo "== $1 ($(date -u +%H:%M:%S))"; }
+{
+  step "kernel families vs CPU (scorch cuda-check)"
+  timeout 120 "$scorch" cuda-check --device cuda:0; echo "exit: $?"
+} >>"$log" 2>&1
 
 {
-  echo "# scorch device check — commit $(cat "$here/COMMIT" 2>/dev/null), $(date -u +%Y-%m-%d)"
-  echo "## CUDA kernels vs CPU reference (scorch cuda-check)"
-  timeout 300 "$here/scorch" cuda-check --device cuda:0 2>&1
-  echo "exit: $?"
-} | tee -a "$log" >"$table"
+  echo "# CPU-vs-CUDA parity of every registry op — commit $commit, $(date -u +%Y-%m-%d), $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)"
+  echo "# err/tol: largest |cuda - cpu| / (atol + rtol |cpu|) over outputs and input gradients; ok when <= 1"
+  timeout 300 "$scorch" ops --check --device cuda:0 --samples "$samples"; echo "exit: $?"
+  echo
+  echo "# attention through the cuBLAS path (SCORCH_ATTENTION=gemm)"
+  SCORCH_ATTENTION=gemm timeout 60 "$scorch" ops --check --device cuda:0 --samples "$samples" --filter attention; echo "exit: $?"
+} >"$out/parity.txt" 2>&1
+cat "$out/parity.txt" >>"$log"
 
-if [ -f "$here/torch_gpu.py" ]; then
-  { echo "## PyTorch on the same card"; timeout 180 python3 "$here/torch_gpu.py" 2>&1; } | tee -a "$log" >>"$table"
-fi
-cat "$table"
+step "scorch bench" >>"$log"
+timeout 180 "$scorch" bench --device cuda:0 >"$out/scorch_bench.txt" 2>>"$log"
+echo "exit: $?" >>"$log"
+cat "$out/scorch_bench.txt" >>"$log"
+step "PyTorch on the same card" >>"$log"
+PYTHONUNBUFFERED=1 timeout 180 python3 "$here/torch_gpu.py" >"$out/torch_bench.txt" 2>>"$log"
+echo "exit: $?" >>"$log"
+cat "$out/torch_bench.txt" >>"$log"
+
+{
+  echo "# scorch vs PyTorch — commit $commit, $(date -u +%Y-%m-%d), $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1)"
+  python3 "$here/gpu_table.py" "$out/scorch_bench.txt" "$out/torch_bench.txt"
+} >"$out/table.md" 2>>"$log"
+cat "$out/table.md" >>"$log"
+tail -3 "$out/parity.txt"
+cat "$out/table.md"

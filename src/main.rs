@@ -1,9 +1,13 @@
 //! The `scorch` command line.
 
 use clap::{Parser, Subcommand};
-use scorch::engine::registry::{check_composite, check_forward, check_grad, registry, sample_for, OpInfo};
+use scorch::engine::registry::{
+    check_composite, check_device_parity, check_forward, check_grad, registry, sample_for, OpInfo,
+};
 use scorch::{DType, Device};
 use std::process::ExitCode;
+
+mod gpu_bench;
 
 #[derive(Parser)]
 #[command(name = "scorch", version, about = "Autodiff engine and generative-model toolkit")]
@@ -62,6 +66,15 @@ enum Cmd {
         /// cpu, cuda or cuda:N (defaults to SCORCH_DEVICE or cpu).
         #[arg(long)]
         device: Option<String>,
+    },
+    /// Kernel benchmarks on a GPU (the device check's scorch side): one `case|ms|rate` line
+    /// per case, with the case keys of benches/torch_gpu.py. CPU benchmarks: `cargo bench`.
+    Bench {
+        #[arg(long, default_value = "cuda:0")]
+        device: String,
+        /// Only cases whose key contains this.
+        #[arg(long)]
+        filter: Option<String>,
     },
     /// CUDA status, then every written CUDA kernel family against the CPU kernels on device
     /// `--device` (parity table with timings). Exits 2 when no GPU is usable.
@@ -198,6 +211,9 @@ fn run(cli: Cli) -> scorch::Result<ExitCode> {
             let ops: Vec<OpInfo> =
                 registry().into_iter().filter(|o| filter.as_deref().is_none_or(|f| o.name.contains(f))).collect();
             if check {
+                if let Device::Cuda(_) = device {
+                    return Ok(check_ops_device(&ops, samples, device));
+                }
                 return Ok(check_ops(&ops, samples));
             }
             if json {
@@ -210,6 +226,21 @@ fn run(cli: Cli) -> scorch::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Cmd::CudaCheck { device } => Ok(cuda_check(&device)),
+        Cmd::Bench { device, filter } => match Device::parse(&device)? {
+            Device::Cuda(i) => {
+                Device::Cuda(i).check_available()?;
+                match gpu_bench::run(i, filter.as_deref()) {
+                    Ok(()) => Ok(ExitCode::SUCCESS),
+                    Err(m) => {
+                        eprintln!("error: {m}");
+                        Ok(ExitCode::FAILURE)
+                    }
+                }
+            }
+            Device::Cpu => Err(scorch::Error::Device(
+                "scorch bench runs the GPU kernel benchmarks; CPU benchmarks are `cargo bench` (benches/kernels.rs) and scripts/bench-cpu.sh".into(),
+            )),
+        },
         Cmd::Distill { method } => {
             let (name, a) = match method {
                 DistillCmd::Sid(a) => ("sid", a),
@@ -413,6 +444,69 @@ fn train_classifier_cmd(
         out.display()
     );
     Ok(())
+}
+
+/// CPU-vs-device parity of every op: forward values and input gradients in f32 (and bf16
+/// for ops checked in low precision), on the same random samples, with device buffers
+/// NaN-poisoned at allocation so an unwritten output element cannot pass. An op whose CUDA
+/// kernel is not written reports `absent` (and counts as a failure).
+fn check_ops_device(ops: &[OpInfo], samples: u64, device: Device) -> ExitCode {
+    // Read once by the CUDA backend at its first allocation.
+    std::env::set_var("SCORCH_CUDA_POISON", "1");
+    println!("{:<28} {:>5} {:>12} {:>12} {:>9}  result", "op", "dtype", "fwd err/tol", "grad err/tol", "ms");
+    let (mut failed, mut absent) = (0, 0);
+    for o in ops {
+        let dts: &[DType] = if o.low_precision { &[DType::F32, DType::BF16] } else { &[DType::F32] };
+        for &dt in dts {
+            let t0 = std::time::Instant::now();
+            let mut worst = scorch::engine::registry::Parity::default();
+            let mut err: Option<String> = None;
+            for seed in 0..samples {
+                match check_device_parity(o, seed, dt, device) {
+                    Ok(p) => {
+                        worst.forward = worst.forward.max(p.forward);
+                        worst.grad = worst.grad.max(p.grad);
+                    }
+                    Err(e) => {
+                        err = Some(e);
+                        break;
+                    }
+                }
+            }
+            let ms = t0.elapsed().as_secs_f64() * 1e3;
+            let result = match &err {
+                Some(e) if e.contains("has no CUDA kernel") => {
+                    absent += 1;
+                    "absent".to_string()
+                }
+                Some(e) => {
+                    failed += 1;
+                    format!("ERROR {e}")
+                }
+                None if worst.passed() => "ok".to_string(),
+                None => {
+                    failed += 1;
+                    "FAIL".to_string()
+                }
+            };
+            println!(
+                "{:<28} {:>5} {:>12.3e} {:>12.3e} {:>9.1}  {}",
+                o.name,
+                dt.to_string(),
+                worst.forward,
+                worst.grad,
+                ms,
+                result
+            );
+        }
+    }
+    let total: usize = ops.iter().map(|o| if o.low_precision { 2 } else { 1 }).sum();
+    println!("{} passed, {} failed, {} absent (no CUDA kernel yet) on {device}", total - failed - absent, failed, absent);
+    if failed == 0 && absent == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }
 
 fn cuda_check(device: &str) -> ExitCode {

@@ -95,3 +95,49 @@ REDUCE_COLS(reduce_cols_f32, float, float, load_f, store_f)
 REDUCE_COLS(reduce_cols_f64, double, double, load_f, store_f)
 REDUCE_COLS(reduce_cols_bf16, bf16_t, float, load_f, store_f)
 REDUCE_COLS(reduce_cols_f16, f16_t, float, load_h, store_h)
+
+// Split reductions for few long rows (or few columns): each block reduces one chunk into an
+// f32 / f64 partial, and a second pass (reduce_rows / reduce_cols on the partials) finishes.
+#define REDUCE_PARTIAL_ROWS(NAME, T, C, LOAD)                                                    \
+extern "C" __global__ void NAME(const T* x, C* part, i64 rows, i64 len, i64 nc, int op) {        \
+    __shared__ C sh[32];                                                                         \
+    const i64 chunk = (len + nc - 1) / nc;                                                       \
+    for (i64 b = blockIdx.x; b < rows * nc; b += gridDim.x) {                                    \
+        const i64 r = b / nc, c = b % nc;                                                        \
+        const i64 lo = c * chunk, hi = lo + chunk < len ? lo + chunk : len;                      \
+        C acc = op == 0 ? (C)0 : (op == 1 ? (C)-SCORCH_INF : (C)SCORCH_INF);                      \
+        for (i64 j = lo + threadIdx.x; j < hi; j += blockDim.x) {                                \
+            C v = LOAD(x, r * len + j);                                                          \
+            acc = op == 0 ? acc + v : (op == 1 ? (isnan(v) ? v : fmax(acc, v)) : (isnan(v) ? v : fmin(acc, v))); \
+        }                                                                                        \
+        C t = block_reduce<C>(acc, op, sh);                                                      \
+        if (threadIdx.x == 0) part[b] = t;                                                       \
+    }                                                                                            \
+}
+REDUCE_PARTIAL_ROWS(reduce_partial_rows_f32, float, float, load_f)
+REDUCE_PARTIAL_ROWS(reduce_partial_rows_f64, double, double, load_f)
+REDUCE_PARTIAL_ROWS(reduce_partial_rows_bf16, bf16_t, float, load_f)
+REDUCE_PARTIAL_ROWS(reduce_partial_rows_f16, f16_t, float, load_h)
+
+// Column partials of a contiguous [rows, cols] view: block b covers 256 columns of tile
+// b % tiles over the rows of chunk b / tiles; part is [nc, cols].
+#define REDUCE_PARTIAL_COLS(NAME, T, C, LOAD)                                                    \
+extern "C" __global__ void NAME(const T* x, C* part, i64 rows, i64 cols, i64 nc, int op) {       \
+    const i64 tiles = (cols + blockDim.x - 1) / blockDim.x;                                      \
+    const i64 chunk = (rows + nc - 1) / nc;                                                      \
+    for (i64 b = blockIdx.x; b < tiles * nc; b += gridDim.x) {                                   \
+        const i64 j = (b % tiles) * blockDim.x + threadIdx.x, c = b / tiles;                     \
+        if (j >= cols) continue;                                                                 \
+        const i64 lo = c * chunk, hi = lo + chunk < rows ? lo + chunk : rows;                    \
+        C acc = op == 0 ? (C)0 : (op == 1 ? (C)-SCORCH_INF : (C)SCORCH_INF);                      \
+        for (i64 r = lo; r < hi; ++r) {                                                          \
+            C v = LOAD(x, r * cols + j);                                                         \
+            acc = op == 0 ? acc + v : (op == 1 ? (isnan(v) ? v : fmax(acc, v)) : (isnan(v) ? v : fmin(acc, v))); \
+        }                                                                                        \
+        part[c * cols + j] = acc;                                                                \
+    }                                                                                            \
+}
+REDUCE_PARTIAL_COLS(reduce_partial_cols_f32, float, float, load_f)
+REDUCE_PARTIAL_COLS(reduce_partial_cols_f64, double, double, load_f)
+REDUCE_PARTIAL_COLS(reduce_partial_cols_bf16, bf16_t, float, load_f)
+REDUCE_PARTIAL_COLS(reduce_partial_cols_f16, f16_t, float, load_h)

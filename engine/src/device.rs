@@ -34,15 +34,68 @@ impl Device {
         }
     }
 
-    /// Errors unless the device can run kernels in this build.
+    /// Errors unless the device can run kernels here (for CUDA: the driver, a device with
+    /// this ordinal, and NVRTC to compile the kernels), naming what is missing.
     pub fn check_available(self) -> Result<()> {
         match self {
             Device::Cpu => Ok(()),
-            Device::Cuda(i) => Err(Error::Device(format!(
-                "cuda:{i} requested, but this build's CUDA backend has no kernels yet (the scorch-cuda crate is a placeholder until the CUDA backend lands); use --device cpu"
-            ))),
+            Device::Cuda(i) => cuda_backend(i).map(|_| ()),
         }
     }
+
+    /// `cuda:i` when that device is usable, else the CPU.
+    pub fn cuda_if_available(i: usize) -> Device {
+        if Device::Cuda(i).check_available().is_ok() {
+            Device::Cuda(i)
+        } else {
+            Device::Cpu
+        }
+    }
+
+    /// The first GPU when one is usable, else the CPU.
+    pub fn best() -> Device {
+        Device::cuda_if_available(0)
+    }
+
+    /// Bytes held by tensors on this device, reserved by its pool, and the peak (CUDA only).
+    pub fn memory_stats(self) -> Result<scorch_cuda::MemoryStats> {
+        match self {
+            Device::Cpu => Err(Error::Device("memory_stats is tracked for CUDA devices only".into())),
+            Device::Cuda(i) => Ok(cuda_backend(i)?.dev.memory_stats()),
+        }
+    }
+
+    /// Waits for all queued work on this device (a no-op on the CPU).
+    pub fn synchronize(self) -> Result<()> {
+        match self {
+            Device::Cpu => Ok(()),
+            Device::Cuda(i) => Ok(cuda_backend(i)?.synchronize()?),
+        }
+    }
+}
+
+static DEFAULT: std::sync::Mutex<Device> = std::sync::Mutex::new(Device::Cpu);
+
+/// The device new tensors are created on when none is named (CPU unless set).
+pub fn default_device() -> Device {
+    *DEFAULT.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Sets the device new tensors are created on (like `torch.set_default_device`); checks it.
+pub fn set_default_device(d: Device) -> Result<()> {
+    d.check_available()?;
+    *DEFAULT.lock().unwrap_or_else(|p| p.into_inner()) = d;
+    Ok(())
+}
+
+/// The CUDA backend of device `i`, with a clear error when CUDA or NVRTC is missing.
+pub(crate) fn cuda_backend(i: usize) -> Result<scorch_cuda::Cuda> {
+    if !scorch_cuda::nvrtc_available() {
+        return Err(Error::Device(format!(
+            "cuda:{i} requested, but libnvrtc (needed to compile scorch's kernels) could not be loaded: install the CUDA toolkit or the nvidia-cuda-nvrtc wheel and add its lib folder to LD_LIBRARY_PATH"
+        )));
+    }
+    scorch_cuda::Cuda::new(i).map_err(|e| Error::Device(format!("cuda:{i} requested: {e}")))
 }
 
 impl std::fmt::Display for Device {

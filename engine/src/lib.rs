@@ -5,6 +5,7 @@
 //! the Philox [`Generator`], safetensors IO and the op registry with its test harness.
 
 pub mod autograd;
+pub mod backend;
 pub mod device;
 pub mod error;
 pub mod io;

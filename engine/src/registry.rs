@@ -1856,3 +1856,107 @@ pub fn check_composite(op: &OpInfo, seed: u64) -> std::result::Result<(), String
     }
     Ok(())
 }
+
+/// Largest error of a CPU-vs-device parity check, normalised so that 1 is the tolerance.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Parity {
+    /// max |device − cpu| / (atol + rtol·|cpu|) over the forward output.
+    pub forward: f64,
+    /// The same over every input gradient (0 when the op has none).
+    pub grad: f64,
+}
+
+impl Parity {
+    pub fn passed(&self) -> bool {
+        self.forward <= 1.0 && self.grad <= 1.0
+    }
+}
+
+/// Tolerances of a parity check in `dt` (same algorithm on both sides, different summation
+/// order and transcendental implementations).
+pub fn parity_tolerance(op: &OpInfo, dt: DType) -> (f64, f64) {
+    match dt {
+        DType::F64 => (1e-9 * op.tol, 1e-9 * op.tol),
+        DType::F32 => (1e-4 * op.tol, 1e-4 * op.tol),
+        _ => (2e-2 * op.tol, 2e-2 * op.tol),
+    }
+}
+
+fn worst(got: &[f64], want: &[f64], atol: f64, rtol: f64) -> f64 {
+    if got.len() != want.len() {
+        return f64::INFINITY;
+    }
+    got.iter()
+        .zip(want)
+        .map(|(&g, &w)| {
+            if g.is_nan() && w.is_nan() || g == w {
+                0.0
+            } else {
+                let e = (g - w).abs() / (atol + rtol * w.abs());
+                if e.is_nan() {
+                    f64::INFINITY
+                } else {
+                    e
+                }
+            }
+        })
+        .fold(0.0, f64::max)
+}
+
+/// Forward output and input gradients (of Σ out·w, w a fixed random tensor) on the inputs'
+/// device.
+fn run_with_grads(op: &OpInfo, s: &Sample, inputs: &[Tensor], seed: u64) -> Result<(Vec<f64>, Vec<Option<Vec<f64>>>)> {
+    let leaves: Vec<Tensor> = inputs
+        .iter()
+        .enumerate()
+        .map(|(i, t)| {
+            let l = t.detach();
+            if op.differentiable && l.dtype().is_float() && !s.constant.contains(&i) {
+                let _ = l.set_requires_grad(true);
+            }
+            l
+        })
+        .collect();
+    let out = (op.forward)(&leaves, &s.params)?;
+    let vals = out.to_vec_f64()?;
+    let diff: Vec<&Tensor> = leaves.iter().filter(|t| t.requires_grad()).collect();
+    if diff.is_empty() || !out.dtype().is_float() || !out.requires_grad() {
+        return Ok((vals, vec![]));
+    }
+    let gen = crate::Generator::new(seed ^ 0x9e37_79b9_7f4a_7c15);
+    let w = Tensor::random_on(out.shape(), out.dtype(), &gen, scorch_ops::cpu::RandDist::Normal(0.0, 1.0), out.device())?;
+    let loss = out.mul(&w)?.sum_all()?;
+    let diff: Vec<Tensor> = diff.into_iter().cloned().collect();
+    let grads = grad(&[loss], &diff, None, false, false)?;
+    let grads = grads.iter().map(|g| g.as_ref().map(|g| g.to_vec_f64()).transpose()).collect::<Result<_>>()?;
+    Ok((vals, grads))
+}
+
+/// `op` in `dt` on the CPU and on `device` with the same sample (device inputs keep the
+/// CPU views' strides): forward values and input gradients compared.
+pub fn check_device_parity(
+    op: &OpInfo,
+    seed: u64,
+    dt: DType,
+    device: crate::Device,
+) -> std::result::Result<Parity, String> {
+    let s = sample_for(op, seed)?;
+    let inputs = to_dtype(&s, dt)?;
+    let on_dev: Vec<Tensor> =
+        inputs.iter().map(|t| t.to_device_keep_layout(device)).collect::<Result<_>>().map_err(|e| e.to_string())?;
+    let (cf, cg) = run_with_grads(op, &s, &inputs, seed).map_err(|e| format!("{} ({dt}) on cpu: {e}", op.name))?;
+    let (df, dg) = run_with_grads(op, &s, &on_dev, seed).map_err(|e| format!("{} ({dt}) on {device}: {e}", op.name))?;
+    let (atol, rtol) = parity_tolerance(op, dt);
+    let mut p = Parity { forward: worst(&df, &cf, atol, rtol), grad: 0.0 };
+    if cg.len() != dg.len() {
+        return Err(format!("{} ({dt}): {} gradients on cpu, {} on {device}", op.name, cg.len(), dg.len()));
+    }
+    for (c, d) in cg.iter().zip(&dg) {
+        p.grad = p.grad.max(match (c, d) {
+            (Some(c), Some(d)) => worst(d, c, atol, rtol),
+            (None, None) => 0.0,
+            _ => f64::INFINITY,
+        });
+    }
+    Ok(p)
+}

@@ -4,6 +4,7 @@
 use crate::autograd::{self, GradFn};
 use crate::device::Device;
 use crate::error::{msg, Error, Result};
+use scorch_cuda::CudaStorage;
 use scorch_ops::cpu::CpuStorage;
 use scorch_ops::{DType, Elem, Layout};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -13,22 +14,37 @@ use std::sync::{Arc, Mutex, OnceLock, RwLock, RwLockReadGuard, RwLockWriteGuard}
 #[derive(Debug)]
 pub enum Storage {
     Cpu(CpuStorage),
+    Cuda(CudaStorage),
 }
 
 impl Storage {
     pub fn dtype(&self) -> DType {
         match self {
             Storage::Cpu(s) => s.dtype(),
+            Storage::Cuda(s) => s.dtype(),
         }
     }
     pub fn device(&self) -> Device {
         match self {
             Storage::Cpu(_) => Device::Cpu,
+            Storage::Cuda(s) => Device::Cuda(s.ordinal()),
         }
     }
-    pub fn cpu(&self) -> &CpuStorage {
+    /// Number of elements in the buffer.
+    pub fn len(&self) -> usize {
         match self {
-            Storage::Cpu(s) => s,
+            Storage::Cpu(s) => s.len(),
+            Storage::Cuda(s) => s.len(),
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// The whole buffer on the host: borrowed on the CPU, downloaded from a GPU.
+    pub fn host(&self) -> Result<std::borrow::Cow<'_, CpuStorage>> {
+        match self {
+            Storage::Cpu(s) => Ok(std::borrow::Cow::Borrowed(s)),
+            Storage::Cuda(s) => Ok(std::borrow::Cow::Owned(s.to_cpu()?)),
         }
     }
 }
@@ -110,11 +126,6 @@ impl Tensor {
         Tensor::from_parts(StorageCell::new(s), Layout::contiguous(shape))
     }
 
-    pub(crate) fn from_cpu(s: CpuStorage, shape: &[usize]) -> Tensor {
-        debug_assert_eq!(s.len(), shape.iter().product::<usize>(), "storage length matches shape");
-        Tensor::from_storage(Storage::Cpu(s), shape)
-    }
-
     /// A view sharing this tensor's storage (no autograd link; callers record one).
     pub(crate) fn view_with(&self, layout: Layout) -> Tensor {
         Tensor::from_parts(self.0.storage.clone(), layout)
@@ -182,7 +193,24 @@ impl Tensor {
         let s = self.storage();
         match &*s {
             Storage::Cpu(c) => Ok(f(c, self.layout())),
+            Storage::Cuda(_) => Err(Error::Device(format!("a CPU buffer was needed, but this tensor is on {}", self.device()))),
         }
+    }
+
+    /// Runs `f` on this tensor's buffer (CPU or GPU) and layout (read-only).
+    pub fn with_storage<R>(&self, f: impl FnOnce(&Storage, &Layout) -> R) -> Result<R> {
+        let s = self.storage();
+        Ok(f(&s, self.layout()))
+    }
+
+    /// Runs `f` with write access to this tensor's buffer (CPU or GPU); the same rules as
+    /// [`Tensor::with_cpu_storage_mut`].
+    pub fn with_storage_mut<R>(&self, f: impl FnOnce(&mut Storage, &Layout) -> R) -> Result<R> {
+        if autograd::is_grad_enabled() && self.requires_grad() {
+            return msg("in-place write to a tensor that requires grad; wrap the update in no_grad()");
+        }
+        let mut s = self.0.storage.write();
+        Ok(f(&mut s, &self.0.layout))
     }
 
     /// Runs `f` with write access to this tensor's CPU buffer (shared with every view of
@@ -197,6 +225,7 @@ impl Tensor {
         let mut s = self.0.storage.write();
         match &mut *s {
             Storage::Cpu(c) => Ok(f(c, &self.0.layout)),
+            Storage::Cuda(_) => Err(Error::Device(format!("a CPU buffer was needed, but this tensor is on {}", self.0.device))),
         }
     }
 
@@ -280,7 +309,7 @@ impl Tensor {
     /// All elements as f64, row-major.
     pub fn to_vec_f64(&self) -> Result<Vec<f64>> {
         let s = self.storage();
-        Ok(s.cpu().to_f64_vec(self.layout()))
+        Ok(s.host()?.to_f64_vec(self.layout()))
     }
     /// All elements as f32, row-major.
     pub fn to_vec_f32(&self) -> Result<Vec<f32>> {
@@ -293,7 +322,8 @@ impl Tensor {
         }
         let c = self.contiguous()?;
         let s = c.storage();
-        let bytes = s.cpu().as_bytes();
+        let h = s.host()?;
+        let bytes = h.as_bytes();
         let start = c.layout().offset * T::DTYPE.size();
         let end = start + c.numel() * T::DTYPE.size();
         Ok(bytemuck::pod_collect_to_vec(&bytes[start..end]))
@@ -304,7 +334,10 @@ impl Tensor {
             return msg(format!("item() needs exactly one element, tensor has shape {:?}", self.shape()));
         }
         let s = self.storage();
-        Ok(s.cpu().get_f64(self.layout().offset))
+        match &*s {
+            Storage::Cpu(c) => Ok(c.get_f64(self.layout().offset)),
+            Storage::Cuda(_) => Ok(self.to_cpu()?.item()?),
+        }
     }
     /// Raw little-endian bytes (contiguous copy).
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
@@ -312,16 +345,48 @@ impl Tensor {
         let s = c.storage();
         let sz = self.dtype().size();
         let o = c.layout().offset * sz;
-        Ok(s.cpu().as_bytes()[o..o + c.numel() * sz].to_vec())
+        Ok(s.host()?.as_bytes()[o..o + c.numel() * sz].to_vec())
     }
 
-    /// Moves to a device (a copy when it differs).
+    /// Moves to a device (a copy when it differs). Differentiable: the gradient moves back.
     pub fn to_device(&self, d: Device) -> Result<Tensor> {
         d.check_available()?;
         if d == self.device() {
             return Ok(self.clone());
         }
-        Err(Error::Device(format!("cannot move from {} to {d}", self.device())))
+        let src = self.device();
+        let out = {
+            let c = if self.is_contiguous() && self.layout().offset == 0 { self.clone() } else { self.contiguous_raw()? };
+            let s = c.storage();
+            let host = s.host()?;
+            let n = c.numel();
+            let host = if host.len() == n {
+                host
+            } else {
+                std::borrow::Cow::Owned(CpuStorage::from_bytes(c.dtype(), &host.as_bytes()[..n * c.dtype().size()])?)
+            };
+            let st = match d {
+                Device::Cpu => Storage::Cpu(host.into_owned()),
+                Device::Cuda(i) => Storage::Cuda(crate::device::cuda_backend(i)?.upload(&host)?),
+            };
+            Tensor::from_storage(st, self.shape())
+        };
+        Ok(autograd::record(out, "to_device", &[self], move |_, g| Ok(vec![Some(g.to_device(src)?)])))
+    }
+    /// Copies the whole underlying buffer to `d` and keeps this view's layout (strides and
+    /// offset), so kernels on `d` see the same kind of view. Not recorded by autograd: meant
+    /// for leaves (parity checks, moving parameters).
+    pub fn to_device_keep_layout(&self, d: Device) -> Result<Tensor> {
+        d.check_available()?;
+        let st = {
+            let s = self.storage();
+            let host = s.host()?;
+            match d {
+                Device::Cpu => Storage::Cpu(host.into_owned()),
+                Device::Cuda(i) => Storage::Cuda(crate::device::cuda_backend(i)?.upload(&host)?),
+            }
+        };
+        Ok(Tensor::from_parts(StorageCell::new(st), self.layout().clone()))
     }
     /// Copies to the CPU.
     pub fn to_cpu(&self) -> Result<Tensor> {

@@ -1,31 +1,212 @@
-//! Indexing (`cuda/kernels/index.cu`).
+//! Indexing (`cuda/kernels/index.cu`): index_select / index_add (embedding lookup and its
+//! gradient), gather / scatter_add, with the CPU backend's semantics and errors.
+//!
+//! Index tensors are i64 or i32, read in row-major order. Every index is checked against the
+//! dimension on the device first (one kernel and one 8-byte download, which waits for the
+//! stream); an index outside `[0, size)` is the CPU's [`Error::Index`] for the first bad
+//! position, and no kernel reads through it. The checks run in the CPU's order (axis,
+//! index dtype, index range, then shapes and the data dtype). The additive ops accumulate
+//! with atomics, so their sums are in no fixed order: f32/f64 in their own type and bf16/f16
+//! in f32 for index_add, everything in f64 for scatter_add, as on the CPU.
 
-use super::{Cuda, CudaStorage};
+use super::{launch, strided, Contig, Cuda, CudaStorage};
+use crate::device::CudaDevice;
+use scorch_ops::cpu::CpuStorage;
 use scorch_ops::kernels::View;
-use scorch_ops::{Error, Result};
+use scorch_ops::{DType, Error, Layout, Result};
 
-fn absent(op: &str) -> Error {
-    Error::Msg(format!("{op} has no CUDA kernel in this build yet; run it on the CPU"))
+/// Element 0 of a downloaded i64 or i32 buffer.
+fn first_i64(c: &CpuStorage) -> Result<i64> {
+    match c {
+        CpuStorage::I64(v) if !v.is_empty() => Ok(v[0]),
+        CpuStorage::I32(v) if !v.is_empty() => Ok(v[0] as i64),
+        other => {
+            Err(Error::Msg(format!("index check: unexpected {} buffer of {} elements", other.dtype(), other.len())))
+        }
+    }
 }
 
-pub fn index_select(_cu: &Cuda, _x: View<CudaStorage>, _dim: usize, _idx: View<CudaStorage>) -> Result<CudaStorage> {
-    Err(absent("index_select"))
+/// The index view as a contiguous buffer with its kernel suffix (`i64` / `i32`), after the
+/// CPU's `read_indices` checks: an integer dtype, and every entry in `[0, size)`.
+fn indices<'a>(
+    cu: &Cuda,
+    op: &'static str,
+    (s, l): View<'a, CudaStorage>,
+    size: usize,
+) -> Result<(Contig<'a>, &'static str)> {
+    cu.check(op, s)?;
+    let ity = match s.dtype() {
+        DType::I64 => "i64",
+        DType::I32 => "i32",
+        dtype => return Err(Error::DType { op, dtype }),
+    };
+    let idx = cu.contig((s, l))?;
+    let n = l.numel();
+    if n > 0 {
+        let flag = cu.upload_i64(&[i64::MAX])?;
+        let (ip, ni, sz, fp) = (idx.ptr(), n as i64, size as i64, flag.ptr());
+        launch!(cu, "index.cu", format!("index_check_{ity}"), CudaDevice::cfg_1d(n); &ip, &ni, &sz, &fp)?;
+        let pos = first_i64(&flag.to_cpu()?)?;
+        if pos != i64::MAX {
+            let at = Layout { shape: vec![1], strides: vec![1], offset: pos as usize };
+            let index = first_i64(&cu.copy_contiguous((&*idx, &at))?.to_cpu()?)?;
+            return Err(Error::Index { op, index, size });
+        }
+    }
+    Ok((idx, ity))
 }
 
-pub fn index_add(_cu: &Cuda, _src: View<CudaStorage>, _dim: usize, _idx: View<CudaStorage>, _size: usize) -> Result<CudaStorage> {
-    Err(absent("index_add"))
+/// `(outer, shape[dim], inner)`.
+fn split(shape: &[usize], dim: usize) -> (usize, usize, usize) {
+    (shape[..dim].iter().product(), shape[dim], shape[dim + 1..].iter().product())
 }
 
-pub fn gather(_cu: &Cuda, _x: View<CudaStorage>, _dim: usize, _idx: View<CudaStorage>) -> Result<CudaStorage> {
-    Err(absent("gather"))
+/// The CPU's `check_gather`: equal ranks, `dim` in range, the index no larger than the data
+/// outside `dim`.
+fn check_gather(op: &'static str, xshape: &[usize], ishape: &[usize], dim: usize) -> Result<()> {
+    if xshape.len() != ishape.len() || dim >= xshape.len() {
+        return Err(Error::Shape {
+            op,
+            detail: format!("index {ishape:?} must have the rank of {xshape:?} and dim {dim} in range"),
+        });
+    }
+    for d in 0..xshape.len() {
+        if d != dim && ishape[d] > xshape[d] {
+            return Err(Error::Shape {
+                op,
+                detail: format!("index {ishape:?} larger than {xshape:?} outside dim {dim}"),
+            });
+        }
+    }
+    Ok(())
 }
 
-pub fn scatter_add(
-    _cu: &Cuda,
-    _src: View<CudaStorage>,
-    _dim: usize,
-    _idx: View<CudaStorage>,
-    _shape: &[usize],
+/// `out[o, i, r] = x[o, idx[i], r]` along `dim`; any dtype.
+pub fn index_select(cu: &Cuda, (x, lx): View<CudaStorage>, dim: usize, idx: View<CudaStorage>) -> Result<CudaStorage> {
+    const OP: &str = "index_select";
+    cu.check(OP, x)?;
+    let size = *lx.shape.get(dim).ok_or(Error::Axis { axis: dim as isize, rank: lx.rank() })?;
+    let (iv, ity) = indices(cu, OP, idx, size)?;
+    let (outer, _, inner) = split(&lx.shape, dim);
+    let n = idx.1.numel();
+    let total = outer * n * inner;
+    let out = cu.alloc(x.dtype(), total)?;
+    if total == 0 {
+        return Ok(out);
+    }
+    let sl = strided(&lx.coalesced())?;
+    let (xp, ip, yp) = (x.ptr(), iv.ptr(), out.ptr());
+    let (t, ni, sz, inn) = (total as i64, n as i64, size as i64, inner as i64);
+    let name = format!("index_select_{}_{ity}", x.dtype().size());
+    launch!(cu, "index.cu", name, CudaDevice::cfg_1d(total); &xp, &sl, &ip, &yp, &t, &ni, &sz, &inn)?;
+    Ok(out)
+}
+
+/// Adjoint of index_select: `out[o, idx[i], r] += src[o, i, r]`, out has `size` along `dim`;
+/// floats only.
+pub fn index_add(
+    cu: &Cuda,
+    (s, ls): View<CudaStorage>,
+    dim: usize,
+    idx: View<CudaStorage>,
+    size: usize,
 ) -> Result<CudaStorage> {
-    Err(absent("scatter_add"))
+    const OP: &str = "index_add";
+    cu.check(OP, s)?;
+    let (iv, ity) = indices(cu, OP, idx, size)?;
+    let nidx = idx.1.numel();
+    if dim >= ls.rank() || ls.shape[dim] != nidx {
+        return Err(Error::Shape {
+            op: OP,
+            detail: format!("source {:?} along dim {dim} vs {nidx} indices", ls.shape),
+        });
+    }
+    let (acc_dt, sx) = match s.dtype() {
+        DType::F32 => (DType::F32, "f32"),
+        DType::F64 => (DType::F64, "f64"),
+        DType::BF16 => (DType::F32, "bf16"),
+        DType::F16 => (DType::F32, "f16"),
+        dtype => return Err(Error::DType { op: OP, dtype }),
+    };
+    let (outer, n, inner) = split(&ls.shape, dim);
+    let out_len = outer * size * inner;
+    let acc = cu.zeros(acc_dt, out_len)?;
+    let total = ls.numel();
+    if total > 0 {
+        let sl = strided(&ls.coalesced())?;
+        let (sp, ip, ap) = (s.ptr(), iv.ptr(), acc.ptr());
+        let (t, ni, sz, inn) = (total as i64, n as i64, size as i64, inner as i64);
+        let name = format!("index_add_{sx}_{ity}");
+        launch!(cu, "index.cu", name, CudaDevice::cfg_1d(total); &sp, &sl, &ip, &ap, &t, &ni, &sz, &inn)?;
+    }
+    if acc_dt == s.dtype() {
+        Ok(acc)
+    } else {
+        super::elementwise::cast(cu, (&acc, &Layout::contiguous(&[out_len])), s.dtype())
+    }
+}
+
+/// `out[m] = x[m with m[dim] = idx[m]]`; out has the index's shape; any dtype.
+pub fn gather(cu: &Cuda, (x, lx): View<CudaStorage>, dim: usize, idx: View<CudaStorage>) -> Result<CudaStorage> {
+    const OP: &str = "gather";
+    cu.check(OP, x)?;
+    let size = *lx.shape.get(dim).ok_or(Error::Axis { axis: dim as isize, rank: lx.rank() })?;
+    let (iv, ity) = indices(cu, OP, idx, size)?;
+    let ishape = &idx.1.shape;
+    check_gather(OP, &lx.shape, ishape, dim)?;
+    let total = idx.1.numel();
+    let out = cu.alloc(x.dtype(), total)?;
+    if total == 0 {
+        return Ok(out);
+    }
+    let (sx, si) = (strided(lx)?, strided(&Layout::contiguous(ishape))?);
+    let (xp, ip, yp, t, d) = (x.ptr(), iv.ptr(), out.ptr(), total as i64, dim as i32);
+    let name = format!("gather_{}_{ity}", x.dtype().size());
+    launch!(cu, "index.cu", name, CudaDevice::cfg_1d(total); &xp, &sx, &si, &ip, &yp, &t, &d)?;
+    Ok(out)
+}
+
+/// Adjoint of gather: `out[m with m[dim] = idx[m]] += src[m]`, out has shape `shape`;
+/// floats only, summed in f64.
+pub fn scatter_add(
+    cu: &Cuda,
+    (s, ls): View<CudaStorage>,
+    dim: usize,
+    idx: View<CudaStorage>,
+    shape: &[usize],
+) -> Result<CudaStorage> {
+    const OP: &str = "scatter_add";
+    cu.check(OP, s)?;
+    let size = *shape.get(dim).ok_or(Error::Axis { axis: dim as isize, rank: shape.len() })?;
+    let (iv, ity) = indices(cu, OP, idx, size)?;
+    check_gather(OP, shape, &ls.shape, dim)?;
+    let total = ls.numel();
+    if idx.1.numel() < total {
+        return Err(Error::Shape {
+            op: OP,
+            detail: format!("{} indices for a source of {total} elements {:?}", idx.1.numel(), ls.shape),
+        });
+    }
+    if !s.dtype().is_float() {
+        return Err(Error::DType { op: OP, dtype: s.dtype() });
+    }
+    let sx = super::sfx(OP, s.dtype())?;
+    let out_len: usize = shape.iter().product();
+    let acc = cu.zeros(DType::F64, out_len)?;
+    if total > 0 {
+        let (sl, lo) = (strided(ls)?, strided(&Layout::contiguous(shape))?);
+        let (sp, ip, ap, t, d) = (s.ptr(), iv.ptr(), acc.ptr(), total as i64, dim as i32);
+        let name = format!("scatter_add_{sx}_{ity}");
+        launch!(cu, "index.cu", name, CudaDevice::cfg_1d(total); &sp, &sl, &ip, &ap, &lo, &t, &d)?;
+    }
+    if s.dtype() == DType::F64 {
+        return Ok(acc);
+    }
+    // Each element rounded straight from f64, as the CPU's `from_f64_iter`.
+    let out = cu.alloc(s.dtype(), out_len)?;
+    if out_len > 0 {
+        let (ap, yp, n) = (acc.ptr(), out.ptr(), out_len as i64);
+        launch!(cu, "index.cu", format!("f64_to_{sx}"), CudaDevice::cfg_1d(out_len); &ap, &yp, &n)?;
+    }
+    Ok(out)
 }

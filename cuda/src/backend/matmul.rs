@@ -183,3 +183,67 @@ pub fn matmul(cu: &Cuda, (a, la): View<CudaStorage>, (b, lb): View<CudaStorage>)
     gemm(cu, a.dtype(), (m, n, k), ma, mb, out.ptr(), n, m * n, batch, 1.0, 0.0)?;
     Ok((out, shape))
 }
+
+/// [`gemm`] with `A` and `B` of dtype `dt` (f32, bf16 or f16) and an f32 `C`: products of
+/// 16-bit operands that must not round to 16 bits, such as gradients accumulated over several
+/// calls with `beta = 1` (convolution's weight gradient).
+#[allow(clippy::too_many_arguments)]
+pub fn gemm_out_f32(
+    cu: &Cuda,
+    dt: DType,
+    (m, n, k): (usize, usize, usize),
+    a: Mat,
+    b: Mat,
+    c: u64,
+    ldc: usize,
+    stride_c: usize,
+    batch: usize,
+    alpha: f64,
+    beta: f64,
+) -> Result<()> {
+    if m == 0 || n == 0 || batch == 0 {
+        return Ok(());
+    }
+    let (ty, compute) = match dt {
+        DType::F32 if tf32() => (cudaDataType::CUDA_R_32F, cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_TF32),
+        DType::F32 => (cudaDataType::CUDA_R_32F, cublasComputeType_t::CUBLAS_COMPUTE_32F),
+        DType::BF16 => (cudaDataType::CUDA_R_16BF, cublasComputeType_t::CUBLAS_COMPUTE_32F),
+        DType::F16 => (cudaDataType::CUDA_R_16F, cublasComputeType_t::CUBLAS_COMPUTE_32F),
+        _ => return Err(Error::DType { op: "matmul with f32 output", dtype: dt }),
+    };
+    let op = |t: bool| if t { cublasOperation_t::CUBLAS_OP_T } else { cublasOperation_t::CUBLAS_OP_N };
+    let blas = cu.dev.blas().map_err(super::err)?;
+    let (a32, b32) = (alpha as f32, beta as f32);
+    let ld = |x: i64| x.max(1) as i32;
+    // Column-major view as in `gemm`: Cᵀ = op(B)ᵀ · op(A)ᵀ.
+    // SAFETY: pointers address live device buffers large enough for the described matrices
+    // (A and B of dtype `dt`, C of f32); the scalars outlive the call.
+    unsafe {
+        cudarc::cublas::result::gemm_strided_batched_ex(
+            *blas.handle(),
+            op(b.trans),
+            op(a.trans),
+            n as i32,
+            m as i32,
+            k as i32,
+            &a32 as *const f32 as *const _,
+            b.ptr as *const _,
+            ty,
+            ld(b.ld),
+            b.stride,
+            a.ptr as *const _,
+            ty,
+            ld(a.ld),
+            a.stride,
+            &b32 as *const f32 as *const _,
+            c as *mut _,
+            cudaDataType::CUDA_R_32F,
+            ldc as i32,
+            stride_c as i64,
+            batch as i32,
+            compute,
+            cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
+        )
+    }
+    .map_err(|e| Error::Msg(format!("cuBLAS gemm ({m}x{k} @ {k}x{n}, batch {batch}, {dt} → f32) failed: {e:?}")))
+}

@@ -38,24 +38,96 @@ pub fn reduce(cu: &Cuda, op: ReduceOp, (s, l): View<CudaStorage>, axes: &[usize]
         ReduceOp::Min => 2,
         ReduceOp::ArgMin => 1,
     };
-    let yp = out.ptr();
+    if red == 0 {
+        // An empty sum is 0.
+        return cu.zeros(s.dtype(), kept);
+    }
     // Leading axes of a contiguous tensor: column sweep, no transpose.
     let leading = axes.iter().enumerate().all(|(i, &a)| i == a);
-    if !arg && leading && l.is_contiguous() && red > 0 {
-        let (xp, rows, cols) = (s.ptr_at(l.offset), red as i64, kept as i64);
-        launch!(cu, "reduce.cu", format!("reduce_cols_{sx}"), CudaDevice::cfg_1d(kept); &xp, &yp, &rows, &cols, &code)?;
+    if !arg && leading && l.is_contiguous() {
+        reduce_cols(cu, s.ptr_at(l.offset), s.dtype(), &out, red, kept, code)?;
         return Ok(out);
     }
     let (pl, _) = move_last(l, &axes)?;
     let x = cu.contig((s, &pl))?;
-    let (xp, rows, len) = (x.ptr(), kept as i64, red as i64);
     if arg {
+        let (xp, yp, rows, len) = (x.ptr(), out.ptr(), kept as i64, red as i64);
         let c: i32 = if op == ReduceOp::ArgMax { 0 } else { 1 };
         launch!(cu, "reduce.cu", format!("arg_rows_{sx}"), CudaDevice::cfg_1d(kept); &xp, &yp, &rows, &len, &c)?;
     } else {
-        launch!(cu, "reduce.cu", format!("reduce_rows_{sx}"), cfg_rows(kept, 256); &xp, &yp, &rows, &len, &code)?;
+        reduce_rows(cu, x.ptr(), s.dtype(), &out, kept, red, code)?;
     }
     Ok(out)
+}
+
+/// Blocks in flight that keep every SM busy (132 SMs on an H100 / H200, a few blocks each).
+const TARGET_BLOCKS: usize = 1024;
+
+/// The f32 (or f64) partial-sum dtype of `dt`.
+fn partial_dtype(dt: DType) -> DType {
+    if dt == DType::F64 {
+        DType::F64
+    } else {
+        DType::F32
+    }
+}
+
+/// Finishes a two-pass reduction: `tmp` (partial dtype) into `out` (its own dtype).
+fn finish(cu: &Cuda, tmp: CudaStorage, out: &CudaStorage) -> Result<()> {
+    if tmp.dtype() == out.dtype() {
+        copy_all(cu, &tmp, out)
+    } else {
+        let c = super::elementwise::cast(cu, (&tmp, &Layout::contiguous(&[tmp.len()])), out.dtype())?;
+        copy_all(cu, &c, out)
+    }
+}
+
+fn copy_all(cu: &Cuda, src: &CudaStorage, dst: &CudaStorage) -> Result<()> {
+    let bytes = src.len() * src.dtype().size();
+    // SAFETY: both buffers are live on this stream and hold `bytes` bytes.
+    unsafe { cudarc::driver::sys::cuMemcpyDtoDAsync_v2(dst.ptr(), src.ptr(), bytes, cu.dev.stream.cu_stream()) }
+        .result()
+        .map_err(|e| Error::Msg(format!("CUDA copy failed: {e:?}")))
+}
+
+/// Reduces each of `rows` contiguous rows of `len` elements at `xp` into `out`: one block per
+/// row when there are many rows, else chunked partials and a second pass.
+fn reduce_rows(cu: &Cuda, xp: u64, dt: DType, out: &CudaStorage, rows: usize, len: usize, code: i32) -> Result<()> {
+    let sx = sfx("reduce", dt)?;
+    if rows >= TARGET_BLOCKS / 4 || len < 8192 {
+        let (yp, r, l) = (out.ptr(), rows as i64, len as i64);
+        return launch!(cu, "reduce.cu", format!("reduce_rows_{sx}"), cfg_rows(rows, 256); &xp, &yp, &r, &l, &code);
+    }
+    let nc = len.div_ceil(2048).min(TARGET_BLOCKS.div_ceil(rows)).max(2);
+    let pdt = partial_dtype(dt);
+    let part = cu.alloc(pdt, rows * nc)?;
+    let (pp, r, l, n) = (part.ptr(), rows as i64, len as i64, nc as i64);
+    launch!(cu, "reduce.cu", format!("reduce_partial_rows_{sx}"), cfg_rows(rows * nc, 256); &xp, &pp, &r, &l, &n, &code)?;
+    let tmp = cu.alloc(pdt, rows)?;
+    let ps = sfx("reduce", pdt)?;
+    let tp = tmp.ptr();
+    launch!(cu, "reduce.cu", format!("reduce_rows_{ps}"), cfg_rows(rows, 256); &pp, &tp, &r, &n, &code)?;
+    finish(cu, tmp, out)
+}
+
+/// Reduces the leading `rows` of a contiguous `[rows, cols]` view at `xp` into `out[cols]`.
+fn reduce_cols(cu: &Cuda, xp: u64, dt: DType, out: &CudaStorage, rows: usize, cols: usize, code: i32) -> Result<()> {
+    let sx = sfx("reduce", dt)?;
+    let tiles = cols.div_ceil(256);
+    if tiles >= TARGET_BLOCKS / 4 || rows < 64 {
+        let (yp, r, c) = (out.ptr(), rows as i64, cols as i64);
+        return launch!(cu, "reduce.cu", format!("reduce_cols_{sx}"), CudaDevice::cfg_1d(cols); &xp, &yp, &r, &c, &code);
+    }
+    let nc = rows.div_ceil(16).min(TARGET_BLOCKS.div_ceil(tiles)).max(2);
+    let pdt = partial_dtype(dt);
+    let part = cu.alloc(pdt, nc * cols)?;
+    let (pp, r, c, n) = (part.ptr(), rows as i64, cols as i64, nc as i64);
+    launch!(cu, "reduce.cu", format!("reduce_partial_cols_{sx}"), cfg_rows(tiles * nc, 256); &xp, &pp, &r, &c, &n, &code)?;
+    let tmp = cu.alloc(pdt, cols)?;
+    let ps = sfx("reduce", pdt)?;
+    let tp = tmp.ptr();
+    launch!(cu, "reduce.cu", format!("reduce_cols_{ps}"), CudaDevice::cfg_1d(cols); &pp, &tp, &n, &c, &code)?;
+    finish(cu, tmp, out)
 }
 
 /// Runs a row kernel along `axis`: moves the axis last, runs `row_kernel` over contiguous

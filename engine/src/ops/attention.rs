@@ -4,7 +4,8 @@
 use crate::autograd::{composite_backward, is_grad_enabled, record};
 use crate::error::Result;
 use crate::tensor::{same_device, Tensor};
-use scorch_ops::{Cpu, DType, Kernels};
+use crate::backend::Dispatch;
+use scorch_ops::{DType, Kernels};
 
 impl Tensor {
     /// `softmax(q kᵀ · scale + mask) v` for `q [B,H,Sq,D]`, `k [B,H,Sk,D]`, `v [B,H,Sk,Dv]`.
@@ -22,11 +23,11 @@ impl Tensor {
         let (o, lse) = {
             let (qs, ks, vs) = (q.storage(), k.storage(), v.storage());
             let ms = mask.map(|m| m.storage());
-            let mv = mask.zip(ms.as_ref()).map(|(t, s)| (s.cpu(), t.layout()));
-            let (o, lse, _) = Cpu.attention_fwd(
-                (qs.cpu(), q.layout()),
-                (ks.cpu(), k.layout()),
-                (vs.cpu(), v.layout()),
+            let mv = mask.zip(ms.as_ref()).map(|(t, s)| (&**s, t.layout()));
+            let (o, lse, _) = Dispatch.attention_fwd(
+                (&*qs, q.layout()),
+                (&*ks, k.layout()),
+                (&*vs, v.layout()),
                 mv,
                 scale,
                 causal,
@@ -35,8 +36,8 @@ impl Tensor {
         };
         let mut oshape = q.shape().to_vec();
         oshape[3] = v.shape()[3];
-        let out = Tensor::from_cpu(o, &oshape);
-        let lse = Tensor::from_cpu(lse, &q.shape()[..3]);
+        let out = Tensor::from_storage(o, &oshape);
+        let lse = Tensor::from_storage(lse, &q.shape()[..3]);
         let saved = [q.clone(), k.clone(), v.clone()];
         let mask = mask.map(|m| m.detach());
         Ok(record(out, "attention", &[q, k, v], move |ctx, g| {
@@ -51,23 +52,23 @@ impl Tensor {
                 let (qs, ks, vs, os, ls, gs) =
                     (q.storage(), k.storage(), v.storage(), out.storage(), lse.storage(), g.storage());
                 let ms = mask.as_ref().map(|m| m.storage());
-                let mv = mask.as_ref().zip(ms.as_ref()).map(|(t, s)| (s.cpu(), t.layout()));
-                Cpu.attention_bwd(
-                    (qs.cpu(), q.layout()),
-                    (ks.cpu(), k.layout()),
-                    (vs.cpu(), v.layout()),
+                let mv = mask.as_ref().zip(ms.as_ref()).map(|(t, s)| (&**s, t.layout()));
+                Dispatch.attention_bwd(
+                    (&*qs, q.layout()),
+                    (&*ks, k.layout()),
+                    (&*vs, v.layout()),
                     mv,
-                    (os.cpu(), out.layout()),
-                    (ls.cpu(), lse.layout()),
-                    (gs.cpu(), g.layout()),
+                    (&*os, out.layout()),
+                    (&*ls, lse.layout()),
+                    (&*gs, g.layout()),
                     scale,
                     causal,
                 )?
             };
             Ok(vec![
-                Some(Tensor::from_cpu(dq, q.shape())),
-                Some(Tensor::from_cpu(dk, k.shape())),
-                Some(Tensor::from_cpu(dv, v.shape())),
+                Some(Tensor::from_storage(dq, q.shape())),
+                Some(Tensor::from_storage(dk, k.shape())),
+                Some(Tensor::from_storage(dv, v.shape())),
             ])
         }))
     }
@@ -96,7 +97,7 @@ pub fn attention_composite(
                 cm[i * sk + j] = f64::NEG_INFINITY;
             }
         }
-        s = s.add(&Tensor::from_f64s(&cm, &[sq, sk], if q.dtype() == DType::F64 { DType::F64 } else { q.dtype() })?)?;
+        s = s.add(&Tensor::from_f64s(&cm, &[sq, sk], if q.dtype() == DType::F64 { DType::F64 } else { q.dtype() })?.to_device(q.device())?)?;
     }
     s.softmax(-1)?.matmul(v)
 }

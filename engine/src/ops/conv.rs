@@ -7,7 +7,8 @@ use crate::error::{msg, Result};
 use crate::tensor::{same_device, Tensor};
 use scorch_ops::cpu::conv::Conv2dParams;
 use scorch_ops::cpu::pool::Pool2d;
-use scorch_ops::{Cpu, Kernels};
+use crate::backend::Dispatch;
+use scorch_ops::{Kernels};
 
 pub use scorch_ops::cpu::conv::Conv2dParams as ConvParams;
 
@@ -65,9 +66,9 @@ impl Tensor {
         let p = Pool2d { kernel: [kernel; 2], stride: [stride; 2], padding: [padding; 2] };
         let out = {
             let s = self.storage();
-            let o = Cpu.avg_pool2d((s.cpu(), self.layout()), p)?;
+            let o = Dispatch.avg_pool2d((&*s, self.layout()), p)?;
             let (ho, wo) = p.out_hw(self.shape()[2], self.shape()[3])?;
-            Tensor::from_cpu(o, &[self.shape()[0], self.shape()[1], ho, wo])
+            Tensor::from_storage(o, &[self.shape()[0], self.shape()[1], ho, wo])
         };
         let hw = [self.shape()[2], self.shape()[3]];
         Ok(record(out, "avg_pool2d", &[self], move |_, g| Ok(vec![Some(avg_pool2d_bwd(g, hw, p)?)])))
@@ -78,10 +79,10 @@ impl Tensor {
         let p = Pool2d { kernel: [kernel; 2], stride: [stride; 2], padding: [padding; 2] };
         let (out, idx) = {
             let s = self.storage();
-            let (o, i) = Cpu.max_pool2d((s.cpu(), self.layout()), p)?;
+            let (o, i) = Dispatch.max_pool2d((&*s, self.layout()), p)?;
             let (ho, wo) = p.out_hw(self.shape()[2], self.shape()[3])?;
             let shape = [self.shape()[0], self.shape()[1], ho, wo];
-            (Tensor::from_cpu(o, &shape), Tensor::from_cpu(i, &shape))
+            (Tensor::from_storage(o, &shape), Tensor::from_storage(i, &shape))
         };
         let (h, w) = (self.shape()[2], self.shape()[3]);
         let shape = self.shape().to_vec();
@@ -112,8 +113,8 @@ impl Tensor {
     pub fn upsample_bilinear2d(&self, oh: usize, ow: usize) -> Result<Tensor> {
         let out = {
             let s = self.storage();
-            let o = Cpu.upsample_bilinear2d((s.cpu(), self.layout()), oh, ow)?;
-            Tensor::from_cpu(o, &[self.shape()[0], self.shape()[1], oh, ow])
+            let o = Dispatch.upsample_bilinear2d((&*s, self.layout()), oh, ow)?;
+            Tensor::from_storage(o, &[self.shape()[0], self.shape()[1], oh, ow])
         };
         let hw = [self.shape()[2], self.shape()[3]];
         Ok(record(out, "upsample_bilinear2d", &[self], move |_, g| Ok(vec![Some(bilinear_bwd(g, hw)?)])))
@@ -135,7 +136,7 @@ impl Tensor {
                 f2.push(a * b / (s * s) * if up { 4.0 } else { 1.0 });
             }
         }
-        let kernel = Tensor::from_f64s(&f2, &[1, 1, k, k], self.dtype())?.broadcast_to(&[c, 1, k, k])?.contiguous()?;
+        let kernel = Tensor::from_f64s(&f2, &[1, 1, k, k], self.dtype())?.to_device(self.device())?.broadcast_to(&[c, 1, k, k])?.contiguous()?;
         let pad = (k - 1) / 2;
         let p = Conv2dParams { stride: [2, 2], padding: [pad, pad], dilation: [1, 1], groups: c };
         if up {
@@ -150,8 +151,8 @@ fn conv2d_nobias(x: &Tensor, w: &Tensor, p: Conv2dParams) -> Result<Tensor> {
     same_device("conv2d", &[x, w])?;
     let out = {
         let (a, b) = (x.storage(), w.storage());
-        let (o, g) = Cpu.conv2d((a.cpu(), x.layout()), (b.cpu(), w.layout()), p)?;
-        Tensor::from_cpu(o, &[g.n, g.cout, g.ho, g.wo])
+        let (o, g) = Dispatch.conv2d((&*a, x.layout()), (&*b, w.layout()), p)?;
+        Tensor::from_storage(o, &[g.n, g.cout, g.ho, g.wo])
     };
     let (xs, ws) = (x.clone(), w.clone());
     Ok(record(out, "conv2d", &[x, w], move |_, g| {
@@ -170,8 +171,8 @@ pub fn conv2d_bwd_data(gy: &Tensor, w: &Tensor, cin_hw: [usize; 3], p: Conv2dPar
     same_device("conv2d_bwd_data", &[gy, w])?;
     let out = {
         let (a, b) = (gy.storage(), w.storage());
-        let o = Cpu.conv2d_bwd_data((a.cpu(), gy.layout()), (b.cpu(), w.layout()), cin_hw, p)?;
-        Tensor::from_cpu(o, &[gy.shape()[0], cin_hw[0], cin_hw[1], cin_hw[2]])
+        let o = Dispatch.conv2d_bwd_data((&*a, gy.layout()), (&*b, w.layout()), cin_hw, p)?;
+        Tensor::from_storage(o, &[gy.shape()[0], cin_hw[0], cin_hw[1], cin_hw[2]])
     };
     let (gs, ws) = (gy.clone(), w.clone());
     Ok(record(out, "conv2d_bwd_data", &[gy, w], move |_, gg| {
@@ -188,7 +189,7 @@ pub fn conv2d_bwd_weight(x: &Tensor, gy: &Tensor, wshape: &[usize], p: Conv2dPar
         wshape.try_into().map_err(|_| crate::Error::Msg(format!("weight shape {wshape:?} must be 4-D")))?;
     let out = {
         let (a, b) = (x.storage(), gy.storage());
-        Tensor::from_cpu(Cpu.conv2d_bwd_weight((a.cpu(), x.layout()), (b.cpu(), gy.layout()), ws, p)?, wshape)
+        Tensor::from_storage(Dispatch.conv2d_bwd_weight((&*a, x.layout()), (&*b, gy.layout()), ws, p)?, wshape)
     };
     let (xs, gs) = (x.clone(), gy.clone());
     Ok(record(out, "conv2d_bwd_weight", &[x, gy], move |_, gg| {
@@ -205,7 +206,7 @@ pub fn conv2d_bwd_weight(x: &Tensor, gy: &Tensor, wshape: &[usize], p: Conv2dPar
 fn avg_pool2d_bwd(g: &Tensor, hw: [usize; 2], p: Pool2d) -> Result<Tensor> {
     let out = {
         let s = g.storage();
-        Tensor::from_cpu(Cpu.avg_pool2d_bwd((s.cpu(), g.layout()), hw, p)?, &[g.shape()[0], g.shape()[1], hw[0], hw[1]])
+        Tensor::from_storage(Dispatch.avg_pool2d_bwd((&*s, g.layout()), hw, p)?, &[g.shape()[0], g.shape()[1], hw[0], hw[1]])
     };
     Ok(record(out, "avg_pool2d_bwd", &[g], move |_, gg| {
         Ok(vec![Some(gg.avg_pool2d(p.kernel[0], p.stride[0], p.padding[0])?)])
@@ -215,8 +216,8 @@ fn avg_pool2d_bwd(g: &Tensor, hw: [usize; 2], p: Pool2d) -> Result<Tensor> {
 fn bilinear_bwd(g: &Tensor, hw: [usize; 2]) -> Result<Tensor> {
     let out = {
         let s = g.storage();
-        Tensor::from_cpu(
-            Cpu.upsample_bilinear2d_bwd((s.cpu(), g.layout()), hw)?,
+        Tensor::from_storage(
+            Dispatch.upsample_bilinear2d_bwd((&*s, g.layout()), hw)?,
             &[g.shape()[0], g.shape()[1], hw[0], hw[1]],
         )
     };

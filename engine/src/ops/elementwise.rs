@@ -4,7 +4,8 @@ use crate::autograd::record;
 use crate::error::{msg, Result};
 use crate::tensor::{same_device, Tensor};
 use scorch_ops::cpu::elementwise::{BinaryOp, UnaryOp};
-use scorch_ops::{Cpu, DType, Kernels};
+use crate::backend::Dispatch;
+use scorch_ops::{DType, Kernels};
 
 /// Backward rule of a binary op: (a, b, out, grad) → (grad a, grad b) before broadcasting sums.
 type BinaryBackward = fn(&Tensor, &Tensor, &Tensor, &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)>;
@@ -15,16 +16,16 @@ impl Tensor {
     /// Runs a unary kernel with no autograd record.
     pub(crate) fn unary_raw(&self, op: UnaryOp) -> Result<Tensor> {
         let s = self.storage();
-        let out = Cpu.unary(op, (s.cpu(), self.layout()))?;
-        Ok(Tensor::from_cpu(out, self.shape()))
+        let out = Dispatch.unary(op, (&*s, self.layout()))?;
+        Ok(Tensor::from_storage(out, self.shape()))
     }
 
     /// Runs a binary kernel with no autograd record.
     pub(crate) fn binary_raw(&self, op: BinaryOp, other: &Tensor) -> Result<Tensor> {
         same_device(op_name(op), &[self, other])?;
         let (a, b) = (self.storage(), other.storage());
-        let (out, shape) = Cpu.binary(op, (a.cpu(), self.layout()), (b.cpu(), other.layout()))?;
-        Ok(Tensor::from_cpu(out, &shape))
+        let (out, shape) = Dispatch.binary(op, (&*a, self.layout()), (&*b, other.layout()))?;
+        Ok(Tensor::from_storage(out, &shape))
     }
 
     fn unary_op(
@@ -270,7 +271,7 @@ impl Tensor {
     }
     /// Comparison with a scalar (Bool result).
     pub fn cmp_scalar(&self, op: BinaryOp, v: f64) -> Result<Tensor> {
-        self.binary_raw(op, &Tensor::scalar(v, self.dtype())?)
+        self.binary_raw(op, &Tensor::full_on(&[], v, self.dtype(), self.device())?)
     }
 
     /// `cond ? a : b` with broadcasting (cond is Bool).
@@ -278,12 +279,12 @@ impl Tensor {
         same_device("where", &[cond, a, b])?;
         let out = {
             let (c, x, y) = (cond.storage(), a.storage(), b.storage());
-            let (o, shape) = Cpu.where_cond((c.cpu(), cond.layout()), (x.cpu(), a.layout()), (y.cpu(), b.layout()))?;
-            Tensor::from_cpu(o, &shape)
+            let (o, shape) = Dispatch.where_cond((&*c, cond.layout()), (&*x, a.layout()), (&*y, b.layout()))?;
+            Tensor::from_storage(o, &shape)
         };
         let (c, ashape, bshape) = (cond.clone(), a.shape().to_vec(), b.shape().to_vec());
         Ok(record(out, "where", &[a, b], move |_, g| {
-            let z = Tensor::zeros(&[], g.dtype())?;
+            let z = Tensor::zeros_on(&[], g.dtype(), g.device())?;
             let ga = Tensor::where_cond(&c, g, &z)?.sum_to_shape(&ashape)?;
             let gb = Tensor::where_cond(&c, &z, g)?.sum_to_shape(&bshape)?;
             Ok(vec![Some(ga), Some(gb)])
@@ -297,7 +298,7 @@ impl Tensor {
         }
         let out = {
             let s = self.storage();
-            Tensor::from_cpu(Cpu.cast((s.cpu(), self.layout()), dtype)?, self.shape())
+            Tensor::from_storage(Dispatch.cast((&*s, self.layout()), dtype)?, self.shape())
         };
         let src = self.dtype();
         if !dtype.is_float() {

@@ -5,12 +5,12 @@ use crate::autograd::{composite_backward, is_grad_enabled, record};
 use crate::error::{msg, Result};
 use crate::tensor::Tensor;
 use scorch_ops::cpu::fused::{self, KlubParams};
-use scorch_ops::cpu::CpuStorage;
 use scorch_ops::DType;
-use scorch_ops::{Cpu, Kernels};
+use crate::backend::Dispatch;
+use scorch_ops::{Kernels};
 
-fn per_sample(v: &[f64], dtype: DType) -> Result<Tensor> {
-    Tensor::from_f64s(v, &[v.len()], dtype)
+fn per_sample(v: &[f64], like: &Tensor) -> Result<Tensor> {
+    Tensor::from_f64s(v, &[v.len()], like.dtype())?.to_device(like.device())
 }
 
 /// SiD generator loss per sample (edm-sid.md §3.4), fused: returns `[B]`. The normaliser
@@ -31,17 +31,17 @@ pub fn sid_generator_loss_weighted(
     let wv = weight.map(|w| w.to_vec_f64()).transpose()?;
     let (loss, w) = {
         let (a, b, c) = (y_real.storage(), y_fake.storage(), x_g.storage());
-        Cpu.sid_generator_loss(
-            (a.cpu(), y_real.layout()),
-            (b.cpu(), y_fake.layout()),
-            (c.cpu(), x_g.layout()),
+        Dispatch.sid_generator_loss(
+            (&*a, y_real.layout()),
+            (&*b, y_fake.layout()),
+            (&*c, x_g.layout()),
             alpha,
             wv.as_deref(),
         )?
     };
     let wt = weight.map(|w| w.detach());
     let bsz = y_real.shape()[0];
-    let out = Tensor::from_cpu(loss, &[bsz]);
+    let out = Tensor::from_storage(loss, &[bsz]);
     let saved = [y_real.clone(), y_fake.clone(), x_g.clone()];
     Ok(record(out, "sid_generator_loss", &[y_real, y_fake, x_g], move |_, g| {
         if is_grad_enabled() {
@@ -52,19 +52,19 @@ pub fn sid_generator_loss_weighted(
         let [r, f, x] = &saved;
         let (dr, df, dx) = {
             let (a, b, c, gs) = (r.storage(), f.storage(), x.storage(), g.storage());
-            Cpu.sid_generator_loss_bwd(
-                (a.cpu(), r.layout()),
-                (b.cpu(), f.layout()),
-                (c.cpu(), x.layout()),
+            Dispatch.sid_generator_loss_bwd(
+                (&*a, r.layout()),
+                (&*b, f.layout()),
+                (&*c, x.layout()),
                 &w,
-                (gs.cpu(), g.layout()),
+                (&*gs, g.layout()),
                 alpha,
             )?
         };
         Ok(vec![
-            Some(Tensor::from_cpu(dr, r.shape())),
-            Some(Tensor::from_cpu(df, f.shape())),
-            Some(Tensor::from_cpu(dx, x.shape())),
+            Some(Tensor::from_storage(dr, r.shape())),
+            Some(Tensor::from_storage(df, f.shape())),
+            Some(Tensor::from_storage(dx, x.shape())),
         ])
     }))
 }
@@ -104,9 +104,9 @@ pub fn sid_generator_loss_composite_weighted(
 pub fn sid_fake_score_loss(denoised: &Tensor, target: &Tensor, weight: &[f64]) -> Result<Tensor> {
     let out = {
         let (a, b) = (denoised.storage(), target.storage());
-        Cpu.sid_fake_score_loss((a.cpu(), denoised.layout()), (b.cpu(), target.layout()), weight)?
+        Dispatch.sid_fake_score_loss((&*a, denoised.layout()), (&*b, target.layout()), weight)?
     };
-    let out = Tensor::from_cpu(out, &[denoised.shape()[0]]);
+    let out = Tensor::from_storage(out, &[denoised.shape()[0]]);
     let saved = [denoised.clone(), target.clone()];
     let weight = weight.to_vec();
     Ok(record(out, "sid_fake_score_loss", &[denoised, target], move |_, g| {
@@ -116,9 +116,9 @@ pub fn sid_fake_score_loss(denoised: &Tensor, target: &Tensor, weight: &[f64]) -
         let [d, y] = &saved;
         let (gd, gy) = {
             let (a, b, gs) = (d.storage(), y.storage(), g.storage());
-            Cpu.sid_fake_score_loss_bwd((a.cpu(), d.layout()), (b.cpu(), y.layout()), &weight, (gs.cpu(), g.layout()))?
+            Dispatch.sid_fake_score_loss_bwd((&*a, d.layout()), (&*b, y.layout()), &weight, (&*gs, g.layout()))?
         };
-        Ok(vec![Some(Tensor::from_cpu(gd, d.shape())), Some(Tensor::from_cpu(gy, y.shape()))])
+        Ok(vec![Some(Tensor::from_storage(gd, d.shape())), Some(Tensor::from_storage(gy, y.shape()))])
     }))
 }
 
@@ -126,7 +126,7 @@ pub fn sid_fake_score_loss(denoised: &Tensor, target: &Tensor, weight: &[f64]) -
 pub fn sid_fake_score_loss_composite(denoised: &Tensor, target: &Tensor, weight: &[f64]) -> Result<Tensor> {
     let b = denoised.shape()[0];
     let sq = denoised.sub(target)?.sqr()?.reshape(&[b, denoised.numel() / b.max(1)])?.sum(&[1], false)?;
-    sq.mul(&per_sample(weight, denoised.dtype())?)
+    sq.mul(&per_sample(weight, denoised)?)
 }
 
 /// Elementwise KL(Beta(a1,b1) ‖ Beta(a2,b2)), fused (values and gradients in f64).
@@ -134,14 +134,14 @@ pub fn beta_kl(a1: &Tensor, b1: &Tensor, a2: &Tensor, b2: &Tensor) -> Result<Ten
     let shape = a1.shape().to_vec();
     let out = {
         let (s0, s1, s2, s3) = (a1.storage(), b1.storage(), a2.storage(), b2.storage());
-        Cpu.beta_kl([
-            (s0.cpu(), a1.layout()),
-            (s1.cpu(), b1.layout()),
-            (s2.cpu(), a2.layout()),
-            (s3.cpu(), b2.layout()),
+        Dispatch.beta_kl([
+            (&*s0, a1.layout()),
+            (&*s1, b1.layout()),
+            (&*s2, a2.layout()),
+            (&*s3, b2.layout()),
         ])?
     };
-    let out = Tensor::from_cpu(out, &shape);
+    let out = Tensor::from_storage(out, &shape);
     let saved = [a1.clone(), b1.clone(), a2.clone(), b2.clone()];
     Ok(record(out, "beta_kl", &[a1, b1, a2, b2], move |_, g| {
         if is_grad_enabled() {
@@ -149,16 +149,16 @@ pub fn beta_kl(a1: &Tensor, b1: &Tensor, a2: &Tensor, b2: &Tensor) -> Result<Ten
         }
         let st: Vec<_> = saved.iter().map(|t| t.storage()).collect();
         let gs = g.storage();
-        let grads = Cpu.beta_kl_bwd(
+        let grads = Dispatch.beta_kl_bwd(
             [
-                (st[0].cpu(), saved[0].layout()),
-                (st[1].cpu(), saved[1].layout()),
-                (st[2].cpu(), saved[2].layout()),
-                (st[3].cpu(), saved[3].layout()),
+                (&*st[0], saved[0].layout()),
+                (&*st[1], saved[1].layout()),
+                (&*st[2], saved[2].layout()),
+                (&*st[3], saved[3].layout()),
             ],
-            (gs.cpu(), g.layout()),
+            (&*gs, g.layout()),
         )?;
-        Ok(grads.into_iter().map(|s: CpuStorage| Some(Tensor::from_cpu(s, &shape))).collect())
+        Ok(grads.into_iter().map(|s| Some(Tensor::from_storage(s, &shape))).collect())
     }))
 }
 
@@ -177,9 +177,9 @@ pub fn beta_kl_composite(a1: &Tensor, b1: &Tensor, a2: &Tensor, b2: &Tensor) -> 
 pub fn beta_klub(x_hat: &Tensor, x: &Tensor, p: &KlubParams) -> Result<Tensor> {
     let out = {
         let (a, b) = (x_hat.storage(), x.storage());
-        Cpu.beta_klub((a.cpu(), x_hat.layout()), (b.cpu(), x.layout()), p)?
+        Dispatch.beta_klub((&*a, x_hat.layout()), (&*b, x.layout()), p)?
     };
-    let out = Tensor::from_cpu(out, x_hat.shape());
+    let out = Tensor::from_storage(out, x_hat.shape());
     let (xh, xd, p) = (x_hat.clone(), x.detach(), p.clone());
     Ok(record(out, "beta_klub", &[x_hat], move |_, g| {
         if is_grad_enabled() {
@@ -189,9 +189,9 @@ pub fn beta_klub(x_hat: &Tensor, x: &Tensor, p: &KlubParams) -> Result<Tensor> {
         }
         let d = {
             let (a, b, gs) = (xh.storage(), xd.storage(), g.storage());
-            Cpu.beta_klub_bwd((a.cpu(), xh.layout()), (b.cpu(), xd.layout()), &p, (gs.cpu(), g.layout()))?
+            Dispatch.beta_klub_bwd((&*a, xh.layout()), (&*b, xd.layout()), &p, (&*gs, g.layout()))?
         };
-        Ok(vec![Some(Tensor::from_cpu(d, xh.shape()))])
+        Ok(vec![Some(Tensor::from_storage(d, xh.shape()))])
     }))
 }
 
@@ -203,7 +203,7 @@ pub fn beta_klub_composite(x_hat: &Tensor, x: &Tensor, p: &KlubParams) -> Result
     }
     let mut bshape = vec![1; x_hat.rank()];
     bshape[0] = b;
-    let col = |v: Vec<f64>| Tensor::from_f64s(&v, &bshape, x_hat.dtype());
+    let col = |v: Vec<f64>| Tensor::from_f64s(&v, &bshape, x_hat.dtype())?.to_device(x_hat.device());
     let eta = p.eta;
     let delta: Vec<f64> = p.alpha_s.iter().zip(&p.alpha_t).map(|(s, t)| eta * (s - t)).collect();
     let cs = col(p.alpha_s.iter().map(|s| -eta * s).collect())?;
@@ -226,9 +226,9 @@ pub fn beta_klub_composite(x_hat: &Tensor, x: &Tensor, p: &KlubParams) -> Result
 pub fn patch_embed(x: &Tensor, tops: &[usize], lefts: &[usize], ph: usize, pw: usize) -> Result<Tensor> {
     let out = {
         let s = x.storage();
-        Cpu.patch_embed((s.cpu(), x.layout()), tops, lefts, ph, pw)?
+        Dispatch.patch_embed((&*s, x.layout()), tops, lefts, ph, pw)?
     };
-    let out = Tensor::from_cpu(out, &[x.shape()[0], x.shape()[1] + 2, ph, pw]);
+    let out = Tensor::from_storage(out, &[x.shape()[0], x.shape()[1] + 2, ph, pw]);
     let (xshape, tops, lefts) = (x.shape().to_vec(), tops.to_vec(), lefts.to_vec());
     Ok(record(out, "patch_embed", &[x], move |_, g| Ok(vec![Some(patch_embed_bwd(g, &xshape, &tops, &lefts)?)])))
 }
@@ -236,14 +236,14 @@ pub fn patch_embed(x: &Tensor, tops: &[usize], lefts: &[usize], ph: usize, pw: u
 fn patch_embed_bwd(g: &Tensor, xshape: &[usize], tops: &[usize], lefts: &[usize]) -> Result<Tensor> {
     let out = {
         let s = g.storage();
-        Cpu.patch_embed_bwd((s.cpu(), g.layout()), xshape, tops, lefts)?
+        Dispatch.patch_embed_bwd((&*s, g.layout()), xshape, tops, lefts)?
     };
-    let out = Tensor::from_cpu(out, xshape);
+    let out = Tensor::from_storage(out, xshape);
     let (c, ph, pw) = (xshape[1], g.shape()[2], g.shape()[3]);
     let (tops, lefts) = (tops.to_vec(), lefts.to_vec());
     Ok(record(out, "patch_embed_bwd", &[g], move |_, gg| {
         let crop = patch_embed(gg, &tops, &lefts, ph, pw)?;
-        let zeros = Tensor::zeros(&[crop.shape()[0], 2, ph, pw], crop.dtype())?;
+        let zeros = Tensor::zeros_on(&[crop.shape()[0], 2, ph, pw], crop.dtype(), crop.device())?;
         Ok(vec![Some(Tensor::cat(&[crop.narrow(1, 0, c)?, zeros], 1)?)])
     }))
 }
@@ -254,7 +254,7 @@ pub fn patch_embed_composite(x: &Tensor, tops: &[usize], lefts: &[usize], ph: us
     let mut rows = Vec::new();
     for (n, (&t, &l)) in tops.iter().zip(lefts).enumerate() {
         let crop = x.narrow(0, n, 1)?.narrow(2, t, ph)?.narrow(3, l, pw)?;
-        let grid = coord_grid(1, h, w, x.dtype())?.narrow(2, t, ph)?.narrow(3, l, pw)?;
+        let grid = coord_grid(1, h, w, x.dtype())?.to_device(x.device())?.narrow(2, t, ph)?.narrow(3, l, pw)?;
         rows.push(Tensor::cat(&[crop, grid], 1)?);
     }
     Tensor::cat(&rows, 0)

@@ -3,7 +3,8 @@
 use crate::autograd::record;
 use crate::error::{msg, Result};
 use crate::tensor::Tensor;
-use scorch_ops::{Cpu, Kernels};
+use crate::backend::Dispatch;
+use scorch_ops::{Kernels};
 
 impl Tensor {
     /// Rows of `dim` picked by a 1-D integer index.
@@ -15,10 +16,10 @@ impl Tensor {
         let size = self.shape()[d];
         let out = {
             let (s, i) = (self.storage(), idx.storage());
-            let o = Cpu.index_select((s.cpu(), self.layout()), d, (i.cpu(), idx.layout()))?;
+            let o = Dispatch.index_select((&*s, self.layout()), d, (&*i, idx.layout()))?;
             let mut shape = self.shape().to_vec();
             shape[d] = idx.numel();
-            Tensor::from_cpu(o, &shape)
+            Tensor::from_storage(o, &shape)
         };
         let idx = idx.clone();
         Ok(record(out, "index_select", &[self], move |_, g| Ok(vec![Some(g.index_add_from(d, &idx, size)?)])))
@@ -28,10 +29,10 @@ impl Tensor {
     pub fn index_add_from(&self, dim: usize, idx: &Tensor, size: usize) -> Result<Tensor> {
         let out = {
             let (s, i) = (self.storage(), idx.storage());
-            let o = Cpu.index_add((s.cpu(), self.layout()), dim, (i.cpu(), idx.layout()), size)?;
+            let o = Dispatch.index_add((&*s, self.layout()), dim, (&*i, idx.layout()), size)?;
             let mut shape = self.shape().to_vec();
             shape[dim] = size;
-            Tensor::from_cpu(o, &shape)
+            Tensor::from_storage(o, &shape)
         };
         let idx = idx.clone();
         Ok(record(out, "index_add", &[self], move |_, g| Ok(vec![Some(g.index_select(dim as isize, &idx)?)])))
@@ -54,7 +55,7 @@ impl Tensor {
         let d = self.axis(dim)?;
         let out = {
             let (s, i) = (self.storage(), idx.storage());
-            Tensor::from_cpu(Cpu.gather((s.cpu(), self.layout()), d, (i.cpu(), idx.layout()))?, idx.shape())
+            Tensor::from_storage(Dispatch.gather((&*s, self.layout()), d, (&*i, idx.layout()))?, idx.shape())
         };
         let (idx, shape) = (idx.clone(), self.shape().to_vec());
         Ok(record(out, "gather", &[self], move |_, g| Ok(vec![Some(g.scatter_add_into(d, &idx, &shape)?)])))
@@ -67,7 +68,7 @@ impl Tensor {
         }
         let out = {
             let (s, i) = (self.storage(), idx.storage());
-            Tensor::from_cpu(Cpu.scatter_add((s.cpu(), self.layout()), dim, (i.cpu(), idx.layout()), shape)?, shape)
+            Tensor::from_storage(Dispatch.scatter_add((&*s, self.layout()), dim, (&*i, idx.layout()), shape)?, shape)
         };
         let idx = idx.clone();
         Ok(record(out, "scatter_add", &[self], move |_, g| Ok(vec![Some(g.gather(dim as isize, &idx)?)])))

@@ -3,7 +3,8 @@
 use crate::autograd::record;
 use crate::error::{msg, Result};
 use crate::tensor::{same_device, Tensor};
-use scorch_ops::{Cpu, Kernels};
+use crate::backend::Dispatch;
+use scorch_ops::{Kernels};
 
 impl Tensor {
     /// Matrix product with PyTorch's rules: 1-D operands are promoted (and the added dim
@@ -28,8 +29,8 @@ impl Tensor {
         same_device("matmul", &[self, other])?;
         let out = {
             let (a, b) = (self.storage(), other.storage());
-            let (o, shape) = Cpu.matmul((a.cpu(), self.layout()), (b.cpu(), other.layout()))?;
-            Tensor::from_cpu(o, &shape)
+            let (o, shape) = Dispatch.matmul((&*a, self.layout()), (&*b, other.layout()))?;
+            Tensor::from_storage(o, &shape)
         };
         let (a, b) = (self.clone(), other.clone());
         Ok(record(out, "matmul", &[self, other], move |_, g| {

@@ -5,7 +5,8 @@ use crate::autograd::{composite_backward, is_grad_enabled, record};
 use crate::error::{msg, Result};
 use crate::tensor::Tensor;
 use scorch_ops::cpu::norm::NormKind;
-use scorch_ops::{Cpu, Kernels};
+use crate::backend::Dispatch;
+use scorch_ops::{Kernels};
 
 impl Tensor {
     /// Group norm over `[N, C, ...]` with optional per-channel affine.
@@ -65,11 +66,11 @@ fn fused_norm(x: &Tensor, kind: NormKind, w: Option<&Tensor>, b: Option<&Tensor>
         let xs = x.storage();
         let ws = w.map(|t| t.storage());
         let bs = b.map(|t| t.storage());
-        let wv = w.zip(ws.as_ref()).map(|(t, s)| (s.cpu(), t.layout()));
-        let bv = b.zip(bs.as_ref()).map(|(t, s)| (s.cpu(), t.layout()));
-        Cpu.norm_fwd(kind, (xs.cpu(), x.layout()), wv, bv, eps)?
+        let wv = w.zip(ws.as_ref()).map(|(t, s)| (&**s, t.layout()));
+        let bv = b.zip(bs.as_ref()).map(|(t, s)| (&**s, t.layout()));
+        Dispatch.norm_fwd(kind, (&*xs, x.layout()), wv, bv, eps)?
     };
-    let out = Tensor::from_cpu(y, x.shape());
+    let out = Tensor::from_storage(y, x.shape());
     let mut inputs: Vec<Tensor> = vec![x.clone()];
     inputs.extend(w.cloned());
     inputs.extend(b.cloned());
@@ -90,16 +91,16 @@ fn fused_norm(x: &Tensor, kind: NormKind, w: Option<&Tensor>, b: Option<&Tensor>
         let (dx, dw, db) = {
             let (gs, xs) = (g.storage(), x.storage());
             let ws = w.map(|t| t.storage());
-            let wv = w.zip(ws.as_ref()).map(|(t, s)| (s.cpu(), t.layout()));
-            Cpu.norm_bwd(kind, (gs.cpu(), g.layout()), (xs.cpu(), x.layout()), &mean, &rstd, wv)?
+            let wv = w.zip(ws.as_ref()).map(|(t, s)| (&**s, t.layout()));
+            Dispatch.norm_bwd(kind, (&*gs, g.layout()), (&*xs, x.layout()), &mean, &rstd, wv)?
         };
         let c = [dw.len()];
-        let mut r = vec![Some(Tensor::from_cpu(dx, x.shape()))];
+        let mut r = vec![Some(Tensor::from_storage(dx, x.shape()))];
         if let Some(w) = w {
-            r.push(Some(Tensor::from_cpu(dw, &c).cast(w.dtype())?));
+            r.push(Some(Tensor::from_storage(dw, &c).cast(w.dtype())?));
         }
         if let Some(b) = b {
-            r.push(Some(Tensor::from_cpu(db, &c).cast(b.dtype())?));
+            r.push(Some(Tensor::from_storage(db, &c).cast(b.dtype())?));
         }
         Ok(r)
     }))

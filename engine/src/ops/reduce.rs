@@ -4,7 +4,8 @@ use crate::autograd::record;
 use crate::error::{msg, Result};
 use crate::tensor::Tensor;
 use scorch_ops::cpu::reduce::ReduceOp;
-use scorch_ops::{Cpu, Kernels};
+use crate::backend::Dispatch;
+use scorch_ops::{Kernels};
 
 impl Tensor {
     /// Normalises axes (negative allowed); an empty list means all axes.
@@ -38,8 +39,8 @@ impl Tensor {
 
     fn reduce_raw(&self, op: ReduceOp, axes: &[usize], keepdim: bool) -> Result<Tensor> {
         let st = self.storage();
-        let out = Cpu.reduce(op, (st.cpu(), self.layout()), axes)?;
-        Ok(Tensor::from_cpu(out, &self.kept_shape(axes, keepdim)))
+        let out = Dispatch.reduce(op, (&*st, self.layout()), axes)?;
+        Ok(Tensor::from_storage(out, &self.kept_shape(axes, keepdim)))
     }
 
     /// Sum over `axes` (all when empty).
@@ -158,7 +159,7 @@ impl Tensor {
         let a = self.axis(axis)?;
         let out = {
             let s = self.storage();
-            Tensor::from_cpu(Cpu.softmax((s.cpu(), self.layout()), a, false)?, self.shape())
+            Tensor::from_storage(Dispatch.softmax((&*s, self.layout()), a, false)?, self.shape())
         };
         Ok(record(out, "softmax", &[self], move |ctx, g| {
             let y = ctx.out()?;
@@ -172,7 +173,7 @@ impl Tensor {
         let a = self.axis(axis)?;
         let out = {
             let s = self.storage();
-            Tensor::from_cpu(Cpu.softmax((s.cpu(), self.layout()), a, true)?, self.shape())
+            Tensor::from_storage(Dispatch.softmax((&*s, self.layout()), a, true)?, self.shape())
         };
         Ok(record(out, "log_softmax", &[self], move |ctx, g| {
             let p = ctx.out()?.exp()?;
@@ -185,7 +186,7 @@ impl Tensor {
         let a = self.axis(axis)?;
         let out = {
             let s = self.storage();
-            Tensor::from_cpu(Cpu.cumsum((s.cpu(), self.layout()), a)?, self.shape())
+            Tensor::from_storage(Dispatch.cumsum((&*s, self.layout()), a)?, self.shape())
         };
         Ok(record(out, "cumsum", &[self], move |_, g| {
             let ax = a as isize;

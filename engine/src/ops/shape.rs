@@ -4,7 +4,8 @@
 use crate::autograd::record;
 use crate::error::{msg, Result};
 use crate::tensor::{same_device, Tensor};
-use scorch_ops::{Cpu, DType, Kernels, Layout};
+use crate::backend::Dispatch;
+use scorch_ops::{DType, Kernels, Layout};
 
 impl Tensor {
     /// Contiguous copy (or `self` when already contiguous).
@@ -14,7 +15,7 @@ impl Tensor {
         }
         let out = {
             let s = self.storage();
-            Tensor::from_cpu(Cpu.contiguous((s.cpu(), self.layout()))?, self.shape())
+            Tensor::from_storage(Dispatch.contiguous((&*s, self.layout()))?, self.shape())
         };
         Ok(record(out, "contiguous", &[self], |_, g| Ok(vec![Some(g.clone())])))
     }
@@ -34,7 +35,7 @@ impl Tensor {
             None => {
                 let c = {
                     let s = self.storage();
-                    Tensor::from_cpu(Cpu.contiguous((s.cpu(), self.layout()))?, self.shape())
+                    Tensor::from_storage(Dispatch.contiguous((&*s, self.layout()))?, self.shape())
                 };
                 c.view_with(Layout::contiguous(shape))
             }
@@ -98,7 +99,7 @@ impl Tensor {
     /// Zeros of `full` shape with `self` written at `start, start+step, …` along `dim`
     /// (the adjoint of `slice`).
     pub(crate) fn slice_backward(&self, full: &[usize], dim: usize, start: usize, step: usize) -> Result<Tensor> {
-        let out = Tensor::zeros(full, self.dtype())?;
+        let out = Tensor::zeros_on(full, self.dtype(), self.device())?;
         let len = self.shape()[dim];
         let dst = out.layout().narrow(dim, start, len, step)?;
         out.write_view(&dst, self)?;
@@ -118,15 +119,13 @@ impl Tensor {
         }
         let s = src.storage();
         let mut d = self.storage_cell().write();
-        match &mut *d {
-            crate::tensor::Storage::Cpu(dc) => Cpu.copy_into(dc, dst, (s.cpu(), src.layout()))?,
-        }
+        Dispatch.copy_into(&mut d, dst, (&*s, src.layout()))?;
         Ok(())
     }
 
     pub(crate) fn contiguous_raw(&self) -> Result<Tensor> {
         let s = self.storage();
-        Ok(Tensor::from_cpu(Cpu.contiguous((s.cpu(), self.layout()))?, self.shape()))
+        Ok(Tensor::from_storage(Dispatch.contiguous((&*s, self.layout()))?, self.shape()))
     }
 
     /// Broadcasts to `shape` (a view with zero strides).
@@ -214,7 +213,7 @@ impl Tensor {
             total += t.shape()[d];
         }
         shape[d] = total;
-        let out = Tensor::zeros(&shape, dtype)?;
+        let out = Tensor::zeros_on(&shape, dtype, first.device())?;
         let mut at = 0;
         let mut starts = Vec::new();
         for t in ts {
@@ -266,7 +265,7 @@ impl Tensor {
         for (i, &(b, a)) in pads.iter().enumerate() {
             shape[lead + i] += b + a;
         }
-        let out = Tensor::full(&shape, value, self.dtype())?;
+        let out = Tensor::full_on(&shape, value, self.dtype(), self.device())?;
         l.clone_from(out.layout());
         for (i, &(b, _)) in pads.iter().enumerate() {
             l = l.narrow(lead + i, b, self.shape()[lead + i], 1)?;
@@ -290,7 +289,7 @@ impl Tensor {
         for &d in dims {
             let ax = self.axis(d)?;
             let n = self.shape()[ax];
-            let idx = Tensor::from_vec((0..n as i64).rev().collect::<Vec<i64>>(), &[n])?;
+            let idx = Tensor::from_vec((0..n as i64).rev().collect::<Vec<i64>>(), &[n])?.to_device(self.device())?;
             r = r.index_select(ax as isize, &idx)?;
         }
         Ok(r)
@@ -309,7 +308,7 @@ impl Tensor {
 
     /// In-place fill.
     pub fn fill_(&self, v: f64) -> Result<()> {
-        self.assign(&Tensor::scalar(v, self.dtype())?)
+        self.assign(&Tensor::full_on(&[], v, self.dtype(), self.device())?)
     }
 
     /// Deep copy with its own storage (differentiable).
@@ -330,6 +329,6 @@ impl Tensor {
         }
         let mut shape = self.shape().to_vec();
         shape.push(n);
-        Tensor::from_f64s(&v, &shape, dtype)
+        Tensor::from_f64s(&v, &shape, dtype)?.to_device(self.device())
     }
 }

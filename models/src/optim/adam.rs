@@ -6,7 +6,8 @@ use super::{
 use crate::error::{Error, Result};
 use scorch_engine::safetensors_io::RawTensor;
 use scorch_engine::{no_grad, DType, Tensor};
-use scorch_ops::cpu::optim::{adam_update_storage, AdamParams};
+use scorch_engine::backend::adam_update_storage;
+use scorch_ops::cpu::optim::AdamParams;
 use std::path::Path;
 
 /// Hyper-parameters of [`Adam`]; the defaults are `torch.optim.Adam`'s, and
@@ -140,10 +141,10 @@ impl Optimizer for Adam {
             let (m, v, step) = (&st.m, &st.v, st.step);
             // One `?` per buffer lock taken (parameter, m, v, gradient); the kernel's result is mapped below.
             st.param
-                .with_cpu_storage_mut(|ps, _| {
-                    m.with_cpu_storage_mut(|ms, _| {
-                        v.with_cpu_storage_mut(|vs, _| {
-                            g.with_cpu_storage(|gs, _| {
+                .with_storage_mut(|ps, _| {
+                    m.with_storage_mut(|ms, _| {
+                        v.with_storage_mut(|vs, _| {
+                            g.with_storage(|gs, _| {
                                 adam_update_storage((ps, pr), (gs, gr), (ms, sr.clone()), (vs, sr), step, &hp)
                             })
                         })

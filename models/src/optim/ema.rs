@@ -5,7 +5,7 @@ use crate::error::{Error, Result};
 use crate::params::list;
 use scorch_engine::safetensors_io::RawTensor;
 use scorch_engine::{no_grad, Tensor};
-use scorch_ops::cpu::optim::ema_update_storage;
+use scorch_engine::backend::ema_update_storage;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -83,8 +83,8 @@ impl Ema {
             let beta = self.beta;
             // One `?` per buffer lock taken (shadow, parameter); the kernel's result is mapped below.
             shadow
-                .with_cpu_storage_mut(|ss, _| {
-                    p.with_cpu_storage(|ps, _| ema_update_storage((ss, sr), (ps, pr), beta))
+                .with_storage_mut(|ss, _| {
+                    p.with_storage(|ps, _| ema_update_storage((ss, sr), (ps, pr), beta))
                 })??
                 .map_err(|e| Error::Param { name: name.clone(), detail: format!("EMA update: {e}") })?;
         }

@@ -6,7 +6,8 @@ use super::{
 use crate::error::{Error, Result};
 use scorch_engine::safetensors_io::RawTensor;
 use scorch_engine::{no_grad, DType, Tensor};
-use scorch_ops::cpu::optim::{sgd_update_storage, SgdParams};
+use scorch_engine::backend::sgd_update_storage;
+use scorch_ops::cpu::optim::SgdParams;
 use std::path::Path;
 
 /// Hyper-parameters of [`Sgd`], defaults as `torch.optim.SGD`.
@@ -106,13 +107,13 @@ impl Optimizer for Sgd {
             let (pr, gr, br) = (span(&st.param), span(&g), 0..st.param.numel());
             let result = match &st.buf {
                 // One `?` per buffer lock taken; the kernel's result is mapped below.
-                Some(b) => st.param.with_cpu_storage_mut(|ps, _| {
-                    b.with_cpu_storage_mut(|bs, _| {
-                        g.with_cpu_storage(|gs, _| sgd_update_storage((ps, pr), (gs, gr), Some((bs, br)), first, &hp))
+                Some(b) => st.param.with_storage_mut(|ps, _| {
+                    b.with_storage_mut(|bs, _| {
+                        g.with_storage(|gs, _| sgd_update_storage((ps, pr), (gs, gr), Some((bs, br)), first, &hp))
                     })
                 })???,
-                None => st.param.with_cpu_storage_mut(|ps, _| {
-                    g.with_cpu_storage(|gs, _| sgd_update_storage((ps, pr), (gs, gr), None, first, &hp))
+                None => st.param.with_storage_mut(|ps, _| {
+                    g.with_storage(|gs, _| sgd_update_storage((ps, pr), (gs, gr), None, first, &hp))
                 })??,
             };
             result.map_err(|e| Error::Param { name: st.name.clone(), detail: format!("SGD step: {e}") })?;
