@@ -443,9 +443,13 @@ def main():
     ap.add_argument("--adam", choices=["default", "foreach", "fused"], default="default",
                     help="torch.optim.Adam implementation (default: PyTorch's choice, the for-loop one on CPU)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (torch.set_default_device)")
+    ap.add_argument("--line", action="store_true",
+                    help="also print `sid_iter_cifar_b8|median ms|` for benches/gpu_table.py")
     args = ap.parse_args()
 
     torch.set_num_threads(args.threads)
+    torch.set_default_device(args.device)
     ATTN_IMPL = args.attn
     torch.manual_seed(args.seed)
 
@@ -479,6 +483,8 @@ def main():
     med, fastest = statistics.median(times), min(times)
     case = f"sid_iteration_{'quick' if args.quick else 'cifar_ddpmpp'}_b{args.batch}"
     print(f"{case}: median {med:.3f} s, min {fastest:.3f} s per iteration over {len(times)}")
+    if args.line:
+        print(f"sid_iter_cifar_b{args.batch}|{med * 1e3:.4f}|{args.device}", flush=True)
     if args.json:
         res = {case: {"median_s": med, "min_s": fastest, "params": n_params, "torch": torch.__version__,
                       "threads": args.threads}}

@@ -34,26 +34,27 @@ samples="${SAMPLES:-3}"
 step() { echo; echo "== $1 ($(date -u +%H:%M:%S))"; }
 {
   step "kernel families vs CPU (scorch cuda-check)"
-  timeout 120 "$scorch" cuda-check --device cuda:0; echo "exit: $?"
+  timeout 40 "$scorch" cuda-check --device cuda:0; echo "exit: $?"
 } >>"$log" 2>&1
 
 {
   echo "# CPU-vs-CUDA parity of every registry op — commit $commit, $(date -u +%Y-%m-%d), $(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -1)"
   echo "# err/tol: largest |cuda - cpu| / (atol + rtol |cpu|) over outputs and input gradients; ok when <= 1"
-  timeout 300 "$scorch" ops --check --device cuda:0 --samples "$samples"; echo "exit: $?"
+  timeout 170 "$scorch" ops --check --device cuda:0 --samples "$samples"; echo "exit: $?"
   echo
   echo "# attention through the cuBLAS path (SCORCH_ATTENTION=gemm)"
-  SCORCH_ATTENTION=gemm timeout 60 "$scorch" ops --check --device cuda:0 --samples "$samples" --filter attention; echo "exit: $?"
+  SCORCH_ATTENTION=gemm timeout 40 "$scorch" ops --check --device cuda:0 --samples "$samples" --filter attention; echo "exit: $?"
 } >"$out/parity.txt" 2>&1
 cat "$out/parity.txt" >>"$log"
 
 step "scorch bench" >>"$log"
-timeout 180 "$scorch" bench --device cuda:0 >"$out/scorch_bench.txt" 2>>"$log"
+timeout 110 "$scorch" bench --device cuda:0 >"$out/scorch_bench.txt" 2>>"$log"
 echo "exit: $?" >>"$log"
 cat "$out/scorch_bench.txt" >>"$log"
 step "PyTorch on the same card" >>"$log"
-PYTHONUNBUFFERED=1 timeout 180 python3 "$here/torch_gpu.py" >"$out/torch_bench.txt" 2>>"$log"
+PYTHONUNBUFFERED=1 timeout 80 python3 "$here/torch_gpu.py" >"$out/torch_bench.txt" 2>>"$log"
 echo "exit: $?" >>"$log"
+PYTHONUNBUFFERED=1 timeout 70 python3 "$here/torch_sid.py" --device cuda --iters 5 --warmup 2 --line 2>>"$log" | tee -a "$log" | grep '|' >>"$out/torch_bench.txt"
 cat "$out/torch_bench.txt" >>"$log"
 
 {

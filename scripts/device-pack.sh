@@ -8,6 +8,6 @@ rm -rf device-pack
 mkdir -p device-pack
 cp target/release/scorch device-pack/
 cp scripts/device-check.sh device-pack/
-cp benches/torch_gpu.py benches/gpu_table.py device-pack/
+cp benches/torch_gpu.py benches/gpu_table.py benches/torch_sid.py device-pack/
 git rev-parse --short HEAD > device-pack/COMMIT
 du -sh device-pack

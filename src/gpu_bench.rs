@@ -173,6 +173,7 @@ pub fn run(ordinal: usize, filter: Option<&str>) -> R<()> {
         })?;
         Ok((ms, format!("{:.1} TFLOP/s", 3.0 * cflops / ms / 1e9)))
     });
+    case!("sid_iter_cifar_b8", sid_iteration(ordinal));
     let st = cu.dev.memory_stats();
     println!(
         "# memory: allocated {:.1} MiB, reserved {:.1} MiB, peak {:.1} MiB",
@@ -181,4 +182,41 @@ pub fn run(ordinal: usize, filter: Option<&str>) -> R<()> {
         st.peak as f64 / 1048576.0
     );
     Ok(())
+}
+
+/// One SiD iteration (fake-score step + generator step + EMA) on EDM's CIFAR-10 DDPM++ net at
+/// batch 8, f32, with every tensor on the GPU (the case benches/sid.rs times on the CPU).
+fn sid_iteration(ordinal: usize) -> R<(f64, String)> {
+    use scorch::models::edm::{presets, EdmPrecond};
+    use scorch::models::params::ParamStore;
+    use scorch::models::sid::distill::{copy_params, DistillConfig, Distiller, MicroBatch};
+    let dev = scorch::Device::Cuda(ordinal);
+    scorch::engine::device::set_default_device(dev).map_err(e)?;
+    let cfg = presets::cifar10_ddpmpp(false);
+    let build = |seed: u64| -> R<_> {
+        let store = ParamStore::new(DType::F32, seed);
+        Ok((EdmPrecond::new(&store.root(), &cfg).map_err(e)?, store))
+    };
+    let (teacher, ts) = build(0)?;
+    let (fake, fs) = build(1)?;
+    let (generator, gs) = build(2)?;
+    copy_params(&ts, &fs).map_err(e)?;
+    copy_params(&ts, &gs).map_err(e)?;
+    let mut sid = DistillConfig::sid();
+    sid.batch = 8;
+    sid.batch_gpu = 8;
+    let mut d = Distiller::new(teacher, fake, generator, [3, 32, 32], sid, 0).map_err(e)?;
+    let mut source = |_n: usize| Ok(MicroBatch::default());
+    let mut times = Vec::new();
+    for i in 0..7 {
+        let t = Instant::now();
+        d.step(&mut source).map_err(e)?;
+        dev.synchronize().map_err(e)?;
+        if i >= 2 {
+            times.push(t.elapsed().as_secs_f64() * 1e3);
+        }
+    }
+    scorch::engine::device::set_default_device(scorch::Device::Cpu).map_err(e)?;
+    times.sort_by(f64::total_cmp);
+    Ok((times[times.len() / 2], format!("{:.1} it/s", 1e3 / times[times.len() / 2])))
 }

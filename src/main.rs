@@ -501,7 +501,12 @@ fn check_ops_device(ops: &[OpInfo], samples: u64, device: Device) -> ExitCode {
         }
     }
     let total: usize = ops.iter().map(|o| if o.low_precision { 2 } else { 1 }).sum();
-    println!("{} passed, {} failed, {} absent (no CUDA kernel yet) on {device}", total - failed - absent, failed, absent);
+    println!(
+        "{} passed, {} failed, {} absent (no CUDA kernel yet) on {device}",
+        total - failed - absent,
+        failed,
+        absent
+    );
     if failed == 0 && absent == 0 {
         ExitCode::SUCCESS
     } else {

@@ -17,6 +17,6 @@ pub mod smoke;
 
 pub use backend::{Cuda, CudaStorage};
 pub use compile::{compile_cubin, kernel_sources, CompileError, KernelSource};
-pub use device::{CudaDevice, CudaError, MemoryStats};
 pub use cudarc;
+pub use device::{CudaDevice, CudaError, MemoryStats};
 pub use probe::{cuda_available, cuda_status, nvrtc_available, CudaStatus};

@@ -150,10 +150,22 @@ impl Kernels for Dispatch {
             Ok((d.s(o), g))
         })
     }
-    fn conv2d_bwd_data(&self, gy: View<Storage>, w: View<Storage>, cin_hw: [usize; 3], p: Conv2dParams) -> Result<Storage> {
+    fn conv2d_bwd_data(
+        &self,
+        gy: View<Storage>,
+        w: View<Storage>,
+        cin_hw: [usize; 3],
+        p: Conv2dParams,
+    ) -> Result<Storage> {
         dispatch!(gy.0, |k, d| Ok(d.s(k.conv2d_bwd_data(d.v(gy)?, d.v(w)?, cin_hw, p)?)))
     }
-    fn conv2d_bwd_weight(&self, x: View<Storage>, gy: View<Storage>, ws: [usize; 4], p: Conv2dParams) -> Result<Storage> {
+    fn conv2d_bwd_weight(
+        &self,
+        x: View<Storage>,
+        gy: View<Storage>,
+        ws: [usize; 4],
+        p: Conv2dParams,
+    ) -> Result<Storage> {
         dispatch!(x.0, |k, d| Ok(d.s(k.conv2d_bwd_weight(d.v(x)?, d.v(gy)?, ws, p)?)))
     }
     fn norm_fwd(
@@ -389,7 +401,9 @@ pub fn sgd_update_storage(
 /// EMA update `shadow ← β·shadow + (1−β)·x` on the buffers' device.
 pub fn ema_update_storage(shadow: SpanMut, x: Span, beta: f64) -> Result<()> {
     match (shadow.0, x.0) {
-        (Storage::Cpu(s), Storage::Cpu(xs)) => scorch_ops::cpu::optim::ema_update_storage((s, shadow.1), (xs, x.1), beta),
+        (Storage::Cpu(s), Storage::Cpu(xs)) => {
+            scorch_ops::cpu::optim::ema_update_storage((s, shadow.1), (xs, x.1), beta)
+        }
         (Storage::Cuda(s), Storage::Cuda(xs)) => {
             let cu = Cuda::of(s);
             scorch_cuda::backend::optim::ema_update_storage(&cu, (s, shadow.1), (xs, x.1), beta)

@@ -1903,9 +1903,12 @@ fn worst(got: &[f64], want: &[f64], atol: f64, rtol: f64) -> f64 {
         .fold(0.0, f64::max)
 }
 
+/// Forward values and each input's gradient (None where it gets none).
+type Run = (Vec<f64>, Vec<Option<Vec<f64>>>);
+
 /// Forward output and input gradients (of Σ out·w, w a fixed random tensor) on the inputs'
 /// device.
-fn run_with_grads(op: &OpInfo, s: &Sample, inputs: &[Tensor], seed: u64) -> Result<(Vec<f64>, Vec<Option<Vec<f64>>>)> {
+fn run_with_grads(op: &OpInfo, s: &Sample, inputs: &[Tensor], seed: u64) -> Result<Run> {
     let leaves: Vec<Tensor> = inputs
         .iter()
         .enumerate()
@@ -1924,7 +1927,8 @@ fn run_with_grads(op: &OpInfo, s: &Sample, inputs: &[Tensor], seed: u64) -> Resu
         return Ok((vals, vec![]));
     }
     let gen = crate::Generator::new(seed ^ 0x9e37_79b9_7f4a_7c15);
-    let w = Tensor::random_on(out.shape(), out.dtype(), &gen, scorch_ops::cpu::RandDist::Normal(0.0, 1.0), out.device())?;
+    let w =
+        Tensor::random_on(out.shape(), out.dtype(), &gen, scorch_ops::cpu::RandDist::Normal(0.0, 1.0), out.device())?;
     let loss = out.mul(&w)?.sum_all()?;
     let diff: Vec<Tensor> = diff.into_iter().cloned().collect();
     let grads = grad(&[loss], &diff, None, false, false)?;

@@ -193,7 +193,9 @@ impl Tensor {
         let s = self.storage();
         match &*s {
             Storage::Cpu(c) => Ok(f(c, self.layout())),
-            Storage::Cuda(_) => Err(Error::Device(format!("a CPU buffer was needed, but this tensor is on {}", self.device()))),
+            Storage::Cuda(_) => {
+                Err(Error::Device(format!("a CPU buffer was needed, but this tensor is on {}", self.device())))
+            }
         }
     }
 
@@ -225,7 +227,9 @@ impl Tensor {
         let mut s = self.0.storage.write();
         match &mut *s {
             Storage::Cpu(c) => Ok(f(c, &self.0.layout)),
-            Storage::Cuda(_) => Err(Error::Device(format!("a CPU buffer was needed, but this tensor is on {}", self.0.device))),
+            Storage::Cuda(_) => {
+                Err(Error::Device(format!("a CPU buffer was needed, but this tensor is on {}", self.0.device)))
+            }
         }
     }
 
@@ -356,7 +360,8 @@ impl Tensor {
         }
         let src = self.device();
         let out = {
-            let c = if self.is_contiguous() && self.layout().offset == 0 { self.clone() } else { self.contiguous_raw()? };
+            let c =
+                if self.is_contiguous() && self.layout().offset == 0 { self.clone() } else { self.contiguous_raw()? };
             let s = c.storage();
             let host = s.host()?;
             let n = c.numel();

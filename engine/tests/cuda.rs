@@ -64,8 +64,9 @@ fn cuda_round_trip_and_mixing() {
     assert_eq!(g.device(), dev);
     assert_eq!(g.to_cpu().unwrap().to_vec_f64().unwrap(), x.to_vec_f64().unwrap());
     // Same Philox stream on both devices.
-    let a = Tensor::random_on(&[1000], DType::F32, &Generator::new(7), scorch_ops::cpu::RandDist::Uniform(0.0, 1.0), dev)
-        .unwrap();
+    let a =
+        Tensor::random_on(&[1000], DType::F32, &Generator::new(7), scorch_ops::cpu::RandDist::Uniform(0.0, 1.0), dev)
+            .unwrap();
     let b = Tensor::rand(&[1000], DType::F32, &Generator::new(7)).unwrap();
     assert_eq!(a.to_vec_f64().unwrap(), b.to_vec_f64().unwrap());
     let err = x.add(&g).unwrap_err().to_string();

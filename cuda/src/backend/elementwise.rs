@@ -74,7 +74,7 @@ fn binary_code(op: BinaryOp) -> i32 {
 
 /// Whether a contiguous f32 view starting at element 0 can take the float4 path.
 fn vec4_ok(s: &CudaStorage, l: &Layout) -> bool {
-    s.dtype() == DType::F32 && l.is_contiguous() && l.offset == 0 && l.numel() % 4 == 0 && l.numel() > 0
+    s.dtype() == DType::F32 && l.is_contiguous() && l.offset == 0 && l.numel().is_multiple_of(4) && l.numel() > 0
 }
 
 pub fn unary(cu: &Cuda, op: UnaryOp, (s, l): View<CudaStorage>) -> Result<CudaStorage> {
@@ -107,7 +107,12 @@ fn broadcast2(op: &'static str, la: &Layout, lb: &Layout) -> Result<(Vec<usize>,
     Ok((shape.clone(), la.broadcast_to(&shape)?, lb.broadcast_to(&shape)?))
 }
 
-pub fn binary(cu: &Cuda, op: BinaryOp, (a, la): View<CudaStorage>, (b, lb): View<CudaStorage>) -> Result<(CudaStorage, Vec<usize>)> {
+pub fn binary(
+    cu: &Cuda,
+    op: BinaryOp,
+    (a, la): View<CudaStorage>,
+    (b, lb): View<CudaStorage>,
+) -> Result<(CudaStorage, Vec<usize>)> {
     cu.check("binary", a)?;
     cu.check("binary", b)?;
     if a.dtype() != b.dtype() {
@@ -212,7 +217,10 @@ pub fn copy_into(cu: &Cuda, dst: &mut CudaStorage, dst_l: &Layout, (s, l): View<
         return Err(Error::DTypeMismatch { op: "copy_into", lhs: dst.dtype(), rhs: s.dtype() });
     }
     if dst_l.shape != l.shape {
-        return Err(Error::Shape { op: "copy_into", detail: format!("destination {:?} vs source {:?}", dst_l.shape, l.shape) });
+        return Err(Error::Shape {
+            op: "copy_into",
+            detail: format!("destination {:?} vs source {:?}", dst_l.shape, l.shape),
+        });
     }
     if dst_l.span_end() > dst.len() {
         return Err(Error::Shape { op: "copy_into", detail: "destination view exceeds its buffer".into() });

@@ -11,7 +11,10 @@ use scorch_ops::{DType, Error, Layout, Result};
 fn same_shapes(op: &'static str, ls: &[&Layout], batch: bool) -> Result<()> {
     for l in &ls[1..] {
         if l.shape != ls[0].shape {
-            return Err(Error::Shape { op, detail: format!("operands must share one shape: {:?} vs {:?}", ls[0].shape, l.shape) });
+            return Err(Error::Shape {
+                op,
+                detail: format!("operands must share one shape: {:?} vs {:?}", ls[0].shape, l.shape),
+            });
         }
     }
     if batch && ls[0].rank() == 0 {
@@ -102,7 +105,12 @@ pub fn sid_generator_loss_bwd(
     Ok((dr, df, dx))
 }
 
-pub fn sid_fake_score_loss(cu: &Cuda, d: View<CudaStorage>, y: View<CudaStorage>, weight: &[f64]) -> Result<CudaStorage> {
+pub fn sid_fake_score_loss(
+    cu: &Cuda,
+    d: View<CudaStorage>,
+    y: View<CudaStorage>,
+    weight: &[f64],
+) -> Result<CudaStorage> {
     const OP: &str = "sid_fake_score_loss";
     same_shapes(OP, &[d.1, y.1], true)?;
     let dt = d.0.dtype();
@@ -257,12 +265,18 @@ pub fn patch_embed(
 ) -> Result<CudaStorage> {
     let s = &x.1.shape;
     if s.len() != 4 || tops.len() != s[0] || lefts.len() != s[0] {
-        return Err(Error::Shape { op: "patch_embed", detail: format!("input {s:?} needs [B,C,H,W] and one corner per sample") });
+        return Err(Error::Shape {
+            op: "patch_embed",
+            detail: format!("input {s:?} needs [B,C,H,W] and one corner per sample"),
+        });
     }
     let (b, c, h, w) = (s[0], s[1], s[2], s[3]);
     for (&t, &l) in tops.iter().zip(lefts) {
         if t + ph > h || l + pw > w {
-            return Err(Error::Shape { op: "patch_embed", detail: format!("patch {ph}×{pw} at ({t},{l}) leaves the {h}×{w} image") });
+            return Err(Error::Shape {
+                op: "patch_embed",
+                detail: format!("patch {ph}×{pw} at ({t},{l}) leaves the {h}×{w} image"),
+            });
         }
     }
     let dt = x.0.dtype();
@@ -293,7 +307,10 @@ pub fn patch_embed_bwd(
     let (b, c, h, w) = (xshape[0], xshape[1], xshape[2], xshape[3]);
     let gs = &g.1.shape;
     if gs.len() != 4 || gs[0] != b || gs[1] != c + 2 {
-        return Err(Error::Shape { op: "patch_embed backward", detail: format!("gradient {gs:?} vs image {xshape:?}") });
+        return Err(Error::Shape {
+            op: "patch_embed backward",
+            detail: format!("gradient {gs:?} vs image {xshape:?}"),
+        });
     }
     let (ph, pw) = (gs[2], gs[3]);
     let dt = g.0.dtype();

@@ -147,10 +147,16 @@ fn operand<'a>(cu: &Cuda, s: &'a CudaStorage, l: &Layout) -> Result<(super::Cont
     let nb = r - 2;
     if let Some(bs) = batch_stride(l, nb) {
         if st[r - 1] == 1 && st[r - 2] >= cols.max(1) {
-            return Ok((super::Contig::Borrowed(s), Mat { ptr: s.ptr_at(l.offset), ld: st[r - 2] as i64, stride: bs, trans: false }));
+            return Ok((
+                super::Contig::Borrowed(s),
+                Mat { ptr: s.ptr_at(l.offset), ld: st[r - 2] as i64, stride: bs, trans: false },
+            ));
         }
         if st[r - 2] == 1 && st[r - 1] >= rows.max(1) {
-            return Ok((super::Contig::Borrowed(s), Mat { ptr: s.ptr_at(l.offset), ld: st[r - 1] as i64, stride: bs, trans: true }));
+            return Ok((
+                super::Contig::Borrowed(s),
+                Mat { ptr: s.ptr_at(l.offset), ld: st[r - 1] as i64, stride: bs, trans: true },
+            ));
         }
     }
     let c = cu.copy_contiguous((s, l))?;

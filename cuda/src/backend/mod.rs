@@ -117,7 +117,8 @@ impl CudaStorage {
     }
     /// Copies the whole buffer to the host.
     pub fn to_cpu(&self) -> Result<CpuStorage> {
-        let bytes = self.dev.stream.clone_dtoh(&self.buf).map_err(|e| Error::Msg(format!("CUDA download failed: {e:?}")))?;
+        let bytes =
+            self.dev.stream.clone_dtoh(&self.buf).map_err(|e| Error::Msg(format!("CUDA download failed: {e:?}")))?;
         CpuStorage::from_bytes(self.dtype, &bytes[..self.len * self.dtype.size()])
     }
 }
@@ -156,8 +157,9 @@ impl Cuda {
     pub fn alloc(&self, dtype: DType, len: usize) -> Result<CudaStorage> {
         let bytes = (len * dtype.size()).max(16);
         // SAFETY: every kernel writes its whole output before it is read.
-        let buf = unsafe { self.dev.stream.alloc::<u8>(bytes) }
-            .map_err(|e| Error::Msg(format!("CUDA out of memory allocating {bytes} bytes on cuda:{}: {e:?}", self.dev.ordinal)))?;
+        let buf = unsafe { self.dev.stream.alloc::<u8>(bytes) }.map_err(|e| {
+            Error::Msg(format!("CUDA out of memory allocating {bytes} bytes on cuda:{}: {e:?}", self.dev.ordinal))
+        })?;
         let now = self.dev.allocated.fetch_add(bytes as u64, Ordering::Relaxed) + bytes as u64;
         self.dev.peak.fetch_max(now, Ordering::Relaxed);
         let s = CudaStorage { buf, dtype, len, dev: self.dev.clone() };
@@ -183,7 +185,10 @@ impl Cuda {
         let bytes = c.as_bytes();
         if !bytes.is_empty() {
             let mut dst = s.buf.slice_mut(0..bytes.len());
-            self.dev.stream.memcpy_htod(bytes, &mut dst).map_err(|e| Error::Msg(format!("CUDA upload failed: {e:?}")))?;
+            self.dev
+                .stream
+                .memcpy_htod(bytes, &mut dst)
+                .map_err(|e| Error::Msg(format!("CUDA upload failed: {e:?}")))?;
         }
         Ok(s)
     }
@@ -201,7 +206,10 @@ impl Cuda {
     /// Errors unless `s` lives on this backend's device.
     pub(crate) fn check(&self, op: &str, s: &CudaStorage) -> Result<()> {
         if s.dev.ordinal != self.dev.ordinal {
-            return Err(Error::Msg(format!("{op}: operand on cuda:{} but the op runs on cuda:{}", s.dev.ordinal, self.dev.ordinal)));
+            return Err(Error::Msg(format!(
+                "{op}: operand on cuda:{} but the op runs on cuda:{}",
+                s.dev.ordinal, self.dev.ordinal
+            )));
         }
         Ok(())
     }
@@ -401,7 +409,13 @@ impl Kernels for Cuda {
     fn index_select(&self, x: View<CudaStorage>, dim: usize, idx: View<CudaStorage>) -> Result<CudaStorage> {
         index::index_select(self, x, dim, idx)
     }
-    fn index_add(&self, src: View<CudaStorage>, dim: usize, idx: View<CudaStorage>, size: usize) -> Result<CudaStorage> {
+    fn index_add(
+        &self,
+        src: View<CudaStorage>,
+        dim: usize,
+        idx: View<CudaStorage>,
+        size: usize,
+    ) -> Result<CudaStorage> {
         index::index_add(self, src, dim, idx, size)
     }
     fn gather(&self, x: View<CudaStorage>, dim: usize, idx: View<CudaStorage>) -> Result<CudaStorage> {

@@ -25,7 +25,10 @@ pub fn reduce(cu: &Cuda, op: ReduceOp, (s, l): View<CudaStorage>, axes: &[usize]
         return Err(Error::Shape { op: "argmax/argmin", detail: format!("needs exactly one axis, got {axes:?}") });
     }
     if red == 0 && op != ReduceOp::Sum {
-        return Err(Error::Shape { op: "max/min", detail: format!("reduction over an empty axis of shape {:?}", l.shape) });
+        return Err(Error::Shape {
+            op: "max/min",
+            detail: format!("reduction over an empty axis of shape {:?}", l.shape),
+        });
     }
     let sx = sfx("reduce", s.dtype())?;
     let out = cu.alloc(if arg { DType::I64 } else { s.dtype() }, kept)?;
@@ -166,17 +169,23 @@ pub fn softmax(cu: &Cuda, x: View<CudaStorage>, axis: usize, log: bool) -> Resul
     cu.check("softmax", x.0)?;
     let sx = sfx("softmax", x.0.dtype())?;
     let lg = log as i32;
-    along_axis(cu, x, axis, |xp, yp, rows, len| {
-        launch!(cu, "reduce.cu", format!("softmax_rows_{sx}"), cfg_rows(rows as usize, 256); &xp, &yp, &rows, &len, &lg)
-    })
+    along_axis(
+        cu,
+        x,
+        axis,
+        |xp, yp, rows, len| launch!(cu, "reduce.cu", format!("softmax_rows_{sx}"), cfg_rows(rows as usize, 256); &xp, &yp, &rows, &len, &lg),
+    )
 }
 
 pub fn cumsum(cu: &Cuda, x: View<CudaStorage>, axis: usize) -> Result<CudaStorage> {
     cu.check("cumsum", x.0)?;
     let sx = sfx("cumsum", x.0.dtype())?;
-    along_axis(cu, x, axis, |xp, yp, rows, len| {
-        launch!(cu, "reduce.cu", format!("cumsum_rows_{sx}"), CudaDevice::cfg_1d(rows as usize); &xp, &yp, &rows, &len)
-    })
+    along_axis(
+        cu,
+        x,
+        axis,
+        |xp, yp, rows, len| launch!(cu, "reduce.cu", format!("cumsum_rows_{sx}"), CudaDevice::cfg_1d(rows as usize); &xp, &yp, &rows, &len),
+    )
 }
 
 /// Sum of every element of a float view as f64 on the host (tests and diagnostics).

@@ -2,9 +2,9 @@
 //! matmul-softmax-matmul is its reference and its double backward.
 
 use crate::autograd::{composite_backward, is_grad_enabled, record};
+use crate::backend::Dispatch;
 use crate::error::Result;
 use crate::tensor::{same_device, Tensor};
-use crate::backend::Dispatch;
 use scorch_ops::{DType, Kernels};
 
 impl Tensor {
@@ -97,7 +97,10 @@ pub fn attention_composite(
                 cm[i * sk + j] = f64::NEG_INFINITY;
             }
         }
-        s = s.add(&Tensor::from_f64s(&cm, &[sq, sk], if q.dtype() == DType::F64 { DType::F64 } else { q.dtype() })?.to_device(q.device())?)?;
+        s = s.add(
+            &Tensor::from_f64s(&cm, &[sq, sk], if q.dtype() == DType::F64 { DType::F64 } else { q.dtype() })?
+                .to_device(q.device())?,
+        )?;
     }
     s.softmax(-1)?.matmul(v)
 }

@@ -3,12 +3,12 @@
 //! (R1 penalties need the second) stays differentiable.
 
 use crate::autograd::record;
+use crate::backend::Dispatch;
 use crate::error::{msg, Result};
 use crate::tensor::{same_device, Tensor};
 use scorch_ops::cpu::conv::Conv2dParams;
 use scorch_ops::cpu::pool::Pool2d;
-use crate::backend::Dispatch;
-use scorch_ops::{Kernels};
+use scorch_ops::Kernels;
 
 pub use scorch_ops::cpu::conv::Conv2dParams as ConvParams;
 
@@ -136,7 +136,10 @@ impl Tensor {
                 f2.push(a * b / (s * s) * if up { 4.0 } else { 1.0 });
             }
         }
-        let kernel = Tensor::from_f64s(&f2, &[1, 1, k, k], self.dtype())?.to_device(self.device())?.broadcast_to(&[c, 1, k, k])?.contiguous()?;
+        let kernel = Tensor::from_f64s(&f2, &[1, 1, k, k], self.dtype())?
+            .to_device(self.device())?
+            .broadcast_to(&[c, 1, k, k])?
+            .contiguous()?;
         let pad = (k - 1) / 2;
         let p = Conv2dParams { stride: [2, 2], padding: [pad, pad], dilation: [1, 1], groups: c };
         if up {
@@ -206,7 +209,10 @@ pub fn conv2d_bwd_weight(x: &Tensor, gy: &Tensor, wshape: &[usize], p: Conv2dPar
 fn avg_pool2d_bwd(g: &Tensor, hw: [usize; 2], p: Pool2d) -> Result<Tensor> {
     let out = {
         let s = g.storage();
-        Tensor::from_storage(Dispatch.avg_pool2d_bwd((&*s, g.layout()), hw, p)?, &[g.shape()[0], g.shape()[1], hw[0], hw[1]])
+        Tensor::from_storage(
+            Dispatch.avg_pool2d_bwd((&*s, g.layout()), hw, p)?,
+            &[g.shape()[0], g.shape()[1], hw[0], hw[1]],
+        )
     };
     Ok(record(out, "avg_pool2d_bwd", &[g], move |_, gg| {
         Ok(vec![Some(gg.avg_pool2d(p.kernel[0], p.stride[0], p.padding[0])?)])

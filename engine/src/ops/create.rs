@@ -1,14 +1,14 @@
 //! Creating tensors: constants, ranges, data from Rust values, random draws.
 
+use crate::device::cuda_backend;
 use crate::error::{msg, Result};
 use crate::rng::Generator;
+use crate::tensor::Storage;
 use crate::tensor::Tensor;
 use crate::Device;
-use scorch_ops::cpu::{CpuStorage, RandDist};
-use crate::device::cuda_backend;
-use crate::tensor::Storage;
 use scorch_ops::cpu::elementwise::UnaryOp;
-use scorch_ops::{Cpu, Layout, DType, Elem, Kernels};
+use scorch_ops::cpu::{CpuStorage, RandDist};
+use scorch_ops::{Cpu, DType, Elem, Kernels, Layout};
 
 impl Tensor {
     /// A tensor of `shape` filled with `v`.

@@ -1,10 +1,10 @@
 //! Elementwise differentiable functions: unary maps, broadcasting binary ops, where, casts.
 
 use crate::autograd::record;
+use crate::backend::Dispatch;
 use crate::error::{msg, Result};
 use crate::tensor::{same_device, Tensor};
 use scorch_ops::cpu::elementwise::{BinaryOp, UnaryOp};
-use crate::backend::Dispatch;
 use scorch_ops::{DType, Kernels};
 
 /// Backward rule of a binary op: (a, b, out, grad) → (grad a, grad b) before broadcasting sums.

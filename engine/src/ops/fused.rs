@@ -2,12 +2,12 @@
 //! from engine functions: the tests check they agree, and `create_graph` backward uses it.
 
 use crate::autograd::{composite_backward, is_grad_enabled, record};
+use crate::backend::Dispatch;
 use crate::error::{msg, Result};
 use crate::tensor::Tensor;
 use scorch_ops::cpu::fused::{self, KlubParams};
 use scorch_ops::DType;
-use crate::backend::Dispatch;
-use scorch_ops::{Kernels};
+use scorch_ops::Kernels;
 
 fn per_sample(v: &[f64], like: &Tensor) -> Result<Tensor> {
     Tensor::from_f64s(v, &[v.len()], like.dtype())?.to_device(like.device())
@@ -134,12 +134,7 @@ pub fn beta_kl(a1: &Tensor, b1: &Tensor, a2: &Tensor, b2: &Tensor) -> Result<Ten
     let shape = a1.shape().to_vec();
     let out = {
         let (s0, s1, s2, s3) = (a1.storage(), b1.storage(), a2.storage(), b2.storage());
-        Dispatch.beta_kl([
-            (&*s0, a1.layout()),
-            (&*s1, b1.layout()),
-            (&*s2, a2.layout()),
-            (&*s3, b2.layout()),
-        ])?
+        Dispatch.beta_kl([(&*s0, a1.layout()), (&*s1, b1.layout()), (&*s2, a2.layout()), (&*s3, b2.layout())])?
     };
     let out = Tensor::from_storage(out, &shape);
     let saved = [a1.clone(), b1.clone(), a2.clone(), b2.clone()];

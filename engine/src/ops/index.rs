@@ -1,10 +1,10 @@
 //! Indexing: index_select / embedding, gather / scatter_add.
 
 use crate::autograd::record;
+use crate::backend::Dispatch;
 use crate::error::{msg, Result};
 use crate::tensor::Tensor;
-use crate::backend::Dispatch;
-use scorch_ops::{Kernels};
+use scorch_ops::Kernels;
 
 impl Tensor {
     /// Rows of `dim` picked by a 1-D integer index.

@@ -1,10 +1,10 @@
 //! Matrix products and the linear layer's function.
 
 use crate::autograd::record;
+use crate::backend::Dispatch;
 use crate::error::{msg, Result};
 use crate::tensor::{same_device, Tensor};
-use crate::backend::Dispatch;
-use scorch_ops::{Kernels};
+use scorch_ops::Kernels;
 
 impl Tensor {
     /// Matrix product with PyTorch's rules: 1-D operands are promoted (and the added dim

@@ -2,11 +2,11 @@
 //! kernels; a differentiable backward (`create_graph`) goes through the composite.
 
 use crate::autograd::{composite_backward, is_grad_enabled, record};
+use crate::backend::Dispatch;
 use crate::error::{msg, Result};
 use crate::tensor::Tensor;
 use scorch_ops::cpu::norm::NormKind;
-use crate::backend::Dispatch;
-use scorch_ops::{Kernels};
+use scorch_ops::Kernels;
 
 impl Tensor {
     /// Group norm over `[N, C, ...]` with optional per-channel affine.

@@ -1,11 +1,11 @@
 //! Reductions over any set of axes, softmax / log-softmax, cumsum.
 
 use crate::autograd::record;
+use crate::backend::Dispatch;
 use crate::error::{msg, Result};
 use crate::tensor::Tensor;
 use scorch_ops::cpu::reduce::ReduceOp;
-use crate::backend::Dispatch;
-use scorch_ops::{Kernels};
+use scorch_ops::Kernels;
 
 impl Tensor {
     /// Normalises axes (negative allowed); an empty list means all axes.

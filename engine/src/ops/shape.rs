@@ -2,9 +2,9 @@
 //! Views share storage; their backward rules move gradients back to the input's shape.
 
 use crate::autograd::record;
+use crate::backend::Dispatch;
 use crate::error::{msg, Result};
 use crate::tensor::{same_device, Tensor};
-use crate::backend::Dispatch;
 use scorch_ops::{DType, Kernels, Layout};
 
 impl Tensor {
