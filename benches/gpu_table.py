@@ -1,6 +1,6 @@
 """Joins `scorch bench --device cuda` and `benches/torch_gpu.py` output (both `case|ms|rate`
 lines from one run on one card) into the device check's markdown table: scorch and PyTorch
-medians, scorch's rate, % of the measured copy bandwidth for bandwidth-bound cases, the ratio
+medians, scorch's rate, % of the measured copy bandwidth (the faster of the two copies) for bandwidth-bound cases, the ratio
 PyTorch / scorch (above 1: scorch faster) and the issue's target where it states one.
 Usage: python3 gpu_table.py scorch.txt torch.txt
 """
@@ -33,8 +33,9 @@ def read(path):
 
 def main():
     ours, theirs = read(sys.argv[1]), read(sys.argv[2])
-    copy = theirs.get("copy_f32_64M", (None, ""))[1]
-    copy_gbs = float(copy.split()[0]) if copy else None
+    # The roofline reference: the faster of the two measured device-to-device copies.
+    copies = [r[1] for r in (ours.get("copy_f32_64M"), theirs.get("copy_f32_64M")) if r and r[1].endswith("GB/s")]
+    copy_gbs = max(float(c.split()[0]) for c in copies) if copies else None
     print("| case | scorch ms | PyTorch ms | scorch rate | % of copy BW | ratio (PyTorch/scorch) | target |")
     print("|---|---:|---:|---:|---:|---:|---|")
     for key in list(dict.fromkeys(list(theirs) + list(ours))):

@@ -57,6 +57,13 @@ echo "exit: $?" >>"$log"
 PYTHONUNBUFFERED=1 timeout 70 python3 "$here/torch_sid.py" --device cuda --iters 5 --warmup 2 --line 2>>"$log" | tee -a "$log" | grep '|' >>"$out/torch_bench.txt"
 cat "$out/torch_bench.txt" >>"$log"
 
+step "quickstart on the GPU (1 minute of SiD from the shipped teacher)" >>"$log"
+rm -rf /tmp/scorch-quickstart
+( cd "$here/.." && SCORCH_FMNIST_DIR="$here/fmnist" timeout 240 "$scorch" quickstart --device cuda:0 \
+    --set max_minutes=1 --out /tmp/scorch-quickstart ) >>"$log" 2>&1
+echo "exit: $?" >>"$log"
+cp /tmp/scorch-quickstart/samples.png "$out/quickstart_samples.png" 2>/dev/null
+
 {
   echo "# scorch vs PyTorch — commit $commit, $(date -u +%Y-%m-%d), $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1)"
   python3 "$here/gpu_table.py" "$out/scorch_bench.txt" "$out/torch_bench.txt"

@@ -9,5 +9,11 @@ mkdir -p device-pack
 cp target/release/scorch device-pack/
 cp scripts/device-check.sh device-pack/
 cp benches/torch_gpu.py benches/gpu_table.py benches/torch_sid.py device-pack/
+# The Fashion-MNIST test split, for the GPU quickstart's FD-FMNIST (SiD itself is data-free).
+fm="${SCORCH_FMNIST_DIR:-/usr/share/datasets/fashion-mnist}"
+if [ -f "$fm/t10k-images-idx3-ubyte.gz" ]; then
+  mkdir -p device-pack/fmnist
+  cp "$fm"/t10k-*-idx1-ubyte.gz "$fm"/t10k-*-idx3-ubyte.gz device-pack/fmnist/
+fi
 git rev-parse --short HEAD > device-pack/COMMIT
 du -sh device-pack

@@ -247,19 +247,20 @@ fn run(cli: Cli) -> scorch::Result<ExitCode> {
                 DistillCmd::Sida(a) => ("sida", a),
                 DistillCmd::Sid2a(a) => ("sid2a", a),
             };
-            cpu_only(a.device.as_deref())?;
+            select_device(a.device.as_deref(), false)?;
             Ok(report(distill_cmd(name, &a)))
         }
         Cmd::Sample(a) => {
-            cpu_only(a.device.as_deref())?;
+            select_device(a.device.as_deref(), false)?;
             Ok(report(sample_cmd(&a, false)))
         }
         Cmd::Eval(a) => {
-            cpu_only(a.device.as_deref())?;
+            select_device(a.device.as_deref(), false)?;
             Ok(report(sample_cmd(&a, true)))
         }
         Cmd::Quickstart { out, recipe, set, device } => {
-            cpu_only(device.as_deref())?;
+            let d = select_device(device.as_deref(), true)?;
+            println!("device: {d}");
             Ok(report(quickstart_cmd(&out, recipe.as_deref(), &set)))
         }
         Cmd::Train { what: TrainCmd::Edm(a) } => train_edm(a),
@@ -272,11 +273,7 @@ fn run(cli: Cli) -> scorch::Result<ExitCode> {
 fn train_edm(a: TrainArgs) -> scorch::Result<ExitCode> {
     use scorch::models::edm::train::{train_edm, EdmRecipe};
     use scorch::models::train::load_recipe;
-    let device = match &a.device {
-        Some(d) => Device::parse(d)?,
-        None => Device::from_env()?,
-    };
-    device.check_available()?;
+    select_device(a.device.as_deref(), false)?;
     let mut overrides = a.set.clone();
     if let Some(s) = a.steps {
         overrides.push(format!("steps={s}"));
@@ -307,20 +304,19 @@ fn train_edm(a: TrainArgs) -> scorch::Result<ExitCode> {
     }
 }
 
-/// The models run on the CPU until the CUDA backend lands in the engine: `--device cuda`
-/// (or SCORCH_DEVICE=cuda) is checked and refused with a clear error.
-fn cpu_only(device: Option<&str>) -> scorch::Result<()> {
+/// The device a model command runs on: `--device`, else `SCORCH_DEVICE`, else the CPU (or,
+/// with `prefer_gpu`, the first usable GPU). It becomes the engine's default device, so the
+/// models create their parameters, noise and data batches there; a requested device that
+/// cannot run (no driver, no NVRTC) is a clear error.
+fn select_device(device: Option<&str>, prefer_gpu: bool) -> scorch::Result<Device> {
     let device = match device {
         Some(d) => Device::parse(d)?,
-        None => Device::from_env()?,
+        None if std::env::var("SCORCH_DEVICE").is_ok_and(|v| !v.is_empty()) => Device::from_env()?,
+        None if prefer_gpu => Device::best(),
+        None => Device::Cpu,
     };
-    device.check_available()?;
-    if device != Device::Cpu {
-        return Err(scorch::Error::Device(format!(
-            "{device:?}: training and sampling run on the CPU only for now (the engine's CUDA dispatch is not finished)"
-        )));
-    }
-    Ok(())
+    scorch::engine::device::set_default_device(device)?;
+    Ok(device)
 }
 
 fn distill_cmd(method: &str, a: &DistillArgs) -> Result<(), scorch::models::Error> {

@@ -114,8 +114,11 @@ __device__ C block_reduce(C v, int op, C* shared) {
 // Special functions (same algorithms as ops/src/special.rs: recurrence to x >= 10, then the
 // asymptotic series; reflection for negative arguments).
 __device__ double scorch_digamma_pos(double x) {
-    double acc = 0.0;
-    while (x < 10.0) { acc -= 1.0 / x; x += 1.0; }
+    // Recurrence psi(x) = psi(x + 1) - 1/x up to x >= 10, with the sum of 1/(x + k) kept as
+    // one fraction num/den (all terms positive, den <= 10^10): one division instead of ten.
+    double num = 0.0, den = 1.0;
+    while (x < 10.0) { num = num * x + den; den *= x; x += 1.0; }
+    double acc = -num / den;
     double r = 1.0 / x, r2 = r * r;
     double series = r2 * (1.0/12 - r2 * (1.0/120 - r2 * (1.0/252 - r2 * (1.0/240 - r2 * (1.0/132 - r2 * (691.0/32760 - r2 * (1.0/12)))))));
     return acc + log(x) - 0.5 * r - series;
@@ -134,8 +137,17 @@ __device__ double scorch_digamma(double x) {
 }
 
 __device__ double scorch_trigamma_pos(double x) {
-    double acc = 0.0;
-    while (x < 10.0) { acc += 1.0 / (x * x); x += 1.0; }
+    // psi1(x) = psi1(x + 1) + 1/x^2, the partial sum kept as one fraction (see digamma); the
+    // product of squares stays below 10^20, and tiny x (where it could underflow) falls back.
+    double acc;
+    if (x > 1e-30) {
+        double num = 0.0, den = 1.0;
+        while (x < 10.0) { double t = x * x; num = num * t + den; den *= t; x += 1.0; }
+        acc = num / den;
+    } else {
+        acc = 0.0;
+        while (x < 10.0) { acc += 1.0 / (x * x); x += 1.0; }
+    }
     double r = 1.0 / x, q = r * r;
     return acc + r + 0.5 * q + r * q * (1.0/6 - q * (1.0/30 - q * (1.0/42 - q * (1.0/30 - q * (5.0/66 - q * (691.0/2730 - q * (7.0/6)))))));
 }

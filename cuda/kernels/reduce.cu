@@ -65,6 +65,42 @@ SOFTMAX_ROWS(softmax_rows_f64, double, double, load_f, store_f)
 SOFTMAX_ROWS(softmax_rows_bf16, bf16_t, float, load_f, store_f)
 SOFTMAX_ROWS(softmax_rows_f16, f16_t, float, load_h, store_h)
 
+// Softmax of rows of at most 16 * 256 elements: each thread keeps its 16 values in registers,
+// so x is read once (the generic kernel above reads it three times).
+#define SOFTMAX_CACHED(NAME, T, C, LOAD, STORE)                                                  \
+extern "C" __global__ void __launch_bounds__(256) NAME(const T* x, T* y, i64 rows, i64 len, int log_out) { \
+    __shared__ C sh[32];                                                                         \
+    C v[16];                                                                                     \
+    for (i64 r = blockIdx.x; r < rows; r += gridDim.x) {                                         \
+        C m = (C)-SCORCH_INF;                                                                    \
+        _Pragma("unroll")                                                                        \
+        for (int k = 0; k < 16; ++k) {                                                           \
+            i64 j = threadIdx.x + (i64)k * blockDim.x;                                           \
+            v[k] = j < len ? LOAD(x, r * len + j) : (C)-SCORCH_INF;                              \
+            m = fmax(m, v[k]);                                                                   \
+        }                                                                                        \
+        m = block_reduce<C>(m, 1, sh);                                                           \
+        if (m == (C)-SCORCH_INF) m = (C)0;                                                       \
+        C s = (C)0;                                                                              \
+        _Pragma("unroll")                                                                        \
+        for (int k = 0; k < 16; ++k) {                                                           \
+            i64 j = threadIdx.x + (i64)k * blockDim.x;                                           \
+            if (j < len) s += exp(v[k] - m);                                                     \
+        }                                                                                        \
+        s = block_reduce<C>(s, 0, sh);                                                           \
+        C lse = m + log(s);                                                                      \
+        _Pragma("unroll")                                                                        \
+        for (int k = 0; k < 16; ++k) {                                                           \
+            i64 j = threadIdx.x + (i64)k * blockDim.x;                                           \
+            if (j < len) { C z = v[k] - lse; STORE(y, r * len + j, log_out ? z : exp(z)); }       \
+        }                                                                                        \
+    }                                                                                            \
+}
+SOFTMAX_CACHED(softmax_cached_f32, float, float, load_f, store_f)
+SOFTMAX_CACHED(softmax_cached_f64, double, double, load_f, store_f)
+SOFTMAX_CACHED(softmax_cached_bf16, bf16_t, float, load_f, store_f)
+SOFTMAX_CACHED(softmax_cached_f16, f16_t, float, load_h, store_h)
+
 // Inclusive prefix sum of each row, one thread per row, accumulated in double.
 #define CUMSUM_ROWS(NAME, T, LOAD, STORE)                                                        \
 extern "C" __global__ void NAME(const T* x, T* y, i64 rows, i64 len) {                           \

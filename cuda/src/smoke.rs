@@ -306,7 +306,81 @@ pub fn run_checks(dev: &CudaDevice) -> Result<Vec<Check>, CudaError> {
             millis: ms,
         });
     }
+    attention_checks(dev, &mut out)?;
     Ok(out)
+}
+
+/// The fused (flash) attention kernels at head dims 32/64/128, causal and not, with sequence
+/// lengths that are not multiples of the tile, through the backend's `Kernels` API against
+/// the CPU kernels (the registry's small random samples take the general path instead).
+fn attention_checks(dev: &CudaDevice, out: &mut Vec<Check>) -> Result<(), CudaError> {
+    use crate::backend::Cuda;
+    use scorch_ops::kernels::Kernels;
+    use scorch_ops::Cpu;
+    let cu = Cuda { dev: CudaDevice::get(dev.ordinal)? };
+    let e = |x: scorch_ops::Error| CudaError::Driver { what: "attention check".into(), detail: x.to_string() };
+    for (dt, d, sq, sk, causal) in [
+        (DType::BF16, 64, 100, 100, false),
+        (DType::BF16, 64, 130, 130, true),
+        (DType::BF16, 32, 77, 150, false),
+        (DType::BF16, 128, 96, 96, true),
+        (DType::F32, 64, 100, 100, false),
+        (DType::F32, 128, 70, 70, true),
+    ] {
+        let (b, h) = (2usize, 3usize);
+        let shq = [b, h, sq, d];
+        let shk = [b, h, sk, d];
+        let mk = |shape: &[usize], seed: u64| -> Result<CpuStorage, CudaError> {
+            let n = shape.iter().product();
+            cpu::random(dt, n, seed, 0, RandDist::Normal(0.0, 1.0)).map_err(op_err)
+        };
+        let (q, k, v, go) = (mk(&shq, 60)?, mk(&shk, 61)?, mk(&shk, 62)?, mk(&shq, 63)?);
+        let (lq, lk) = (Layout::contiguous(&shq), Layout::contiguous(&shk));
+        let ll = Layout::contiguous(&shq[..3]);
+        let up = |c: &CpuStorage| cu.upload(c).map_err(e);
+        let (gq, gk, gv, ggo) = (up(&q)?, up(&k)?, up(&v)?, up(&go)?);
+        let ((o, lse, _), ms) = {
+            let t = Instant::now();
+            let r = cu.attention_fwd((&gq, &lq), (&gk, &lk), (&gv, &lk), None, None, causal).map_err(e)?;
+            dev.synchronize()?;
+            (r, t.elapsed().as_secs_f64() * 1e3)
+        };
+        let (co, clse, _) = Cpu.attention_fwd((&q, &lq), (&k, &lk), (&v, &lk), None, None, causal).map_err(op_err)?;
+        let down = |s: &crate::backend::CudaStorage, l: &Layout| -> Result<Vec<f64>, CudaError> {
+            Ok(s.to_cpu().map_err(e)?.to_f64_vec(l))
+        };
+        let tol = if dt == DType::BF16 { 2e-2 } else { 1e-5 };
+        let tag = format!("{dt} B{b} H{h} Sq{sq} Sk{sk} D{d}{}", if causal { " causal" } else { "" });
+        let err_o = max_rel_err(&down(&o, &lq)?, &co.to_f64_vec(&lq));
+        let err_l = max_rel_err(&down(&lse, &ll)?, &clse.to_f64_vec(&ll));
+        out.push(Check { name: format!("attention fwd {tag}"), max_err: err_o.max(err_l), tol, millis: ms });
+        // Backward from the CPU's forward (same O and lse on both sides).
+        let (go_, gl_) = (up(&co)?, up(&clse)?);
+        let t = Instant::now();
+        let (dq, dk, dv) = cu
+            .attention_bwd(
+                (&gq, &lq),
+                (&gk, &lk),
+                (&gv, &lk),
+                None,
+                (&go_, &lq),
+                (&gl_, &ll),
+                (&ggo, &lq),
+                None,
+                causal,
+            )
+            .map_err(e)?;
+        dev.synchronize()?;
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        let (cq, ck, cv) = Cpu
+            .attention_bwd((&q, &lq), (&k, &lk), (&v, &lk), None, (&co, &lq), (&clse, &ll), (&go, &lq), None, causal)
+            .map_err(op_err)?;
+        let err = max_rel_err(&down(&dq, &lq)?, &cq.to_f64_vec(&lq))
+            .max(max_rel_err(&down(&dk, &lk)?, &ck.to_f64_vec(&lk)))
+            .max(max_rel_err(&down(&dv, &lk)?, &cv.to_f64_vec(&lk)));
+        out.push(Check { name: format!("attention bwd {tag}"), max_err: err, tol, millis: ms });
+    }
+    Ok(())
 }
 
 fn op_err(e: scorch_ops::Error) -> CudaError {

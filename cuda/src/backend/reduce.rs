@@ -45,9 +45,10 @@ pub fn reduce(cu: &Cuda, op: ReduceOp, (s, l): View<CudaStorage>, axes: &[usize]
         // An empty sum is 0.
         return cu.zeros(s.dtype(), kept);
     }
-    // Leading axes of a contiguous tensor: column sweep, no transpose.
+    // Leading axes of a contiguous tensor with enough kept columns: column sweep, no
+    // transpose. (Few columns go through the row path: for one column that is no copy.)
     let leading = axes.iter().enumerate().all(|(i, &a)| i == a);
-    if !arg && leading && l.is_contiguous() {
+    if !arg && leading && l.is_contiguous() && kept >= 64 {
         reduce_cols(cu, s.ptr_at(l.offset), s.dtype(), &out, red, kept, code)?;
         return Ok(out);
     }
@@ -169,12 +170,11 @@ pub fn softmax(cu: &Cuda, x: View<CudaStorage>, axis: usize, log: bool) -> Resul
     cu.check("softmax", x.0)?;
     let sx = sfx("softmax", x.0.dtype())?;
     let lg = log as i32;
-    along_axis(
-        cu,
-        x,
-        axis,
-        |xp, yp, rows, len| launch!(cu, "reduce.cu", format!("softmax_rows_{sx}"), cfg_rows(rows as usize, 256); &xp, &yp, &rows, &len, &lg),
-    )
+    along_axis(cu, x, axis, |xp, yp, rows, len| {
+        // Rows that fit 16 values per thread stay in registers (one read of x).
+        let kind = if len <= 16 * 256 { "cached" } else { "rows" };
+        launch!(cu, "reduce.cu", format!("softmax_{kind}_{sx}"), cfg_rows(rows as usize, 256); &xp, &yp, &rows, &len, &lg)
+    })
 }
 
 pub fn cumsum(cu: &Cuda, x: View<CudaStorage>, axis: usize) -> Result<CudaStorage> {
