@@ -4,9 +4,9 @@ use super::{
     check_params, grad_for_update, load_slots, read_step, span, step_tensor, zeros_like, Optimizer, Slot, OPT_PREFIX,
 };
 use crate::error::{Error, Result};
+use scorch_engine::backend::adam_update_storage;
 use scorch_engine::safetensors_io::RawTensor;
 use scorch_engine::{no_grad, DType, Tensor};
-use scorch_engine::backend::adam_update_storage;
 use scorch_ops::cpu::optim::AdamParams;
 use std::path::Path;
 

@@ -3,9 +3,9 @@
 use super::{check_params, span};
 use crate::error::{Error, Result};
 use crate::params::list;
+use scorch_engine::backend::ema_update_storage;
 use scorch_engine::safetensors_io::RawTensor;
 use scorch_engine::{no_grad, Tensor};
-use scorch_engine::backend::ema_update_storage;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -83,9 +83,7 @@ impl Ema {
             let beta = self.beta;
             // One `?` per buffer lock taken (shadow, parameter); the kernel's result is mapped below.
             shadow
-                .with_storage_mut(|ss, _| {
-                    p.with_storage(|ps, _| ema_update_storage((ss, sr), (ps, pr), beta))
-                })??
+                .with_storage_mut(|ss, _| p.with_storage(|ps, _| ema_update_storage((ss, sr), (ps, pr), beta)))??
                 .map_err(|e| Error::Param { name: name.clone(), detail: format!("EMA update: {e}") })?;
         }
         Ok(())
