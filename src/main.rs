@@ -602,11 +602,17 @@ fn print_table(ops: &[OpInfo]) {
             yes(o.differentiable),
             yes(o.composite.is_some()),
             yes(o.cuda),
-            yes(o.cuda)
+            "gpu run"
         );
     }
     let diff = ops.iter().filter(|o| o.differentiable).count();
-    println!("\n{} ops: {} with backward and gradcheck, {} fused with a composite, {} dispatched to CUDA (CUDA kernels are not wired into the engine yet; see `scorch cuda-check`)", ops.len(), diff, ops.iter().filter(|o| o.composite.is_some()).count(), ops.iter().filter(|o| o.cuda).count());
+    println!(
+        "\n{} ops: {} with backward and gradcheck, {} fused with a composite, {} with a CUDA kernel (parity: `scorch ops --check --device cuda` on a GPU; last results in benches/RESULTS.md)",
+        ops.len(),
+        diff,
+        ops.iter().filter(|o| o.composite.is_some()).count(),
+        ops.iter().filter(|o| o.cuda).count()
+    );
 }
 
 fn op_json(o: &OpInfo) -> String {
@@ -619,7 +625,7 @@ fn op_json(o: &OpInfo) -> String {
         "gradcheck": o.differentiable,
         "fused": o.composite.is_some(),
         "cuda": o.cuda,
-        "parity": o.cuda,
+        "parity": "scorch ops --check --device cuda",
         "cost_example": { "input_shapes": shapes, "flops": f, "bytes_f32": b },
     })
     .to_string()

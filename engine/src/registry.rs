@@ -163,7 +163,8 @@ pub struct OpInfo {
     pub composite: Option<FwdFn>,
     /// FLOPs and bytes (f32) for inputs of these shapes.
     pub cost: CostFn,
-    /// Whether the CUDA backend implements it (none yet: the CUDA backend is its own issue).
+    /// Whether the CUDA backend implements it (every op does; its CPU parity is checked on a
+    /// GPU by `scorch ops --check --device cuda` and engine/tests/cuda.rs).
     pub cuda: bool,
 }
 
@@ -196,7 +197,7 @@ macro_rules! unary {
             reference: |x, _| x[0].map($rf),
             composite: None,
             cost: ew_cost,
-            cuda: false,
+            cuda: true,
         }
     };
 }
@@ -229,7 +230,7 @@ macro_rules! binary {
             reference: |x, _| zip2(&x[0], &x[1], $rf),
             composite: None,
             cost: ew_cost,
-            cuda: false,
+            cuda: true,
         }
     };
 }
@@ -279,7 +280,7 @@ macro_rules! reduction {
             reference: |x, p| reduce_nd(&x[0], &p.i, p.b[0], $rf),
             composite: None,
             cost: |s, _| (numel(&s[0]), 4.0 * numel(&s[0])),
-            cuda: false,
+            cuda: true,
         }
     };
 }
@@ -656,7 +657,7 @@ pub fn registry() -> Vec<OpInfo> {
             },
             composite: None,
             cost: ew_cost,
-            cuda: false,
+            cuda: true,
         },
         reduction!("sum", |x: &Tensor, a: &[isize], k| x.sum(a, k), |g: &[f64]| g.iter().sum()),
         reduction!("mean", |x: &Tensor, a: &[isize], k| x.mean(a, k), |g: &[f64]| g.iter().sum::<f64>()
@@ -704,7 +705,7 @@ pub fn registry() -> Vec<OpInfo> {
             },
             composite: None,
             cost: |s, _| (3.0 * numel(&s[0]), 4.0 * numel(&s[0])),
-            cuda: false,
+            cuda: true,
         },
         OpInfo {
             name: "argmax",
@@ -724,7 +725,7 @@ pub fn registry() -> Vec<OpInfo> {
             },
             composite: None,
             cost: |s, _| (numel(&s[0]), 4.0 * numel(&s[0])),
-            cuda: false,
+            cuda: true,
         },
         OpInfo {
             name: "softmax",
@@ -737,7 +738,7 @@ pub fn registry() -> Vec<OpInfo> {
             reference: |x, p| along(&x[0], p.i[0], softmax_lane),
             composite: None,
             cost: |s, _| (5.0 * numel(&s[0]), 8.0 * numel(&s[0])),
-            cuda: false,
+            cuda: true,
         },
         OpInfo {
             name: "log_softmax",
@@ -750,7 +751,7 @@ pub fn registry() -> Vec<OpInfo> {
             reference: |x, p| along(&x[0], p.i[0], |l| softmax_lane(l).iter().map(|v| v.ln()).collect()),
             composite: None,
             cost: |s, _| (5.0 * numel(&s[0]), 8.0 * numel(&s[0])),
-            cuda: false,
+            cuda: true,
         },
         OpInfo {
             name: "cumsum",
@@ -773,7 +774,7 @@ pub fn registry() -> Vec<OpInfo> {
             },
             composite: None,
             cost: |s, _| (numel(&s[0]), 8.0 * numel(&s[0])),
-            cuda: false,
+            cuda: true,
         },
         OpInfo {
             name: "matmul",
@@ -807,7 +808,7 @@ pub fn registry() -> Vec<OpInfo> {
                 let (m, k, n) = (a[a.len() - 2] as f64, a[a.len() - 1] as f64, b[b.len() - 1] as f64);
                 (2.0 * batch * m * k * n, 4.0 * batch * (m * k + k * n + m * n))
             },
-            cuda: false,
+            cuda: true,
         },
         OpInfo {
             name: "linear",
@@ -854,7 +855,7 @@ pub fn registry() -> Vec<OpInfo> {
                 let (n, i, o) = (numel(&s[0]) / *s[0].last().unwrap_or(&1) as f64, s[1][1] as f64, s[1][0] as f64);
                 (2.0 * n * i * o, 4.0 * (n * i + i * o + n * o))
             },
-            cuda: false,
+            cuda: true,
         },
         OpInfo {
             name: "conv2d",
@@ -873,7 +874,7 @@ pub fn registry() -> Vec<OpInfo> {
                 let out = (s[0][0] * s[1][0] * ho * wo) as f64;
                 (2.0 * out * (s[1][1] * s[1][2] * s[1][3]) as f64, 4.0 * (numel(&s[0]) + numel(&s[1]) + out))
             },
-            cuda: false,
+            cuda: true,
         },
         OpInfo {
             name: "conv_transpose2d",
@@ -888,7 +889,7 @@ pub fn registry() -> Vec<OpInfo> {
             cost: |s, _| {
                 (2.0 * numel(&s[0]) * (s[1][1] * s[1][2] * s[1][3]) as f64, 4.0 * (numel(&s[0]) + numel(&s[1])))
             },
-            cuda: false,
+            cuda: true,
         },
         OpInfo {
             name: "avg_pool2d",
@@ -903,7 +904,7 @@ pub fn registry() -> Vec<OpInfo> {
             cost: |s, p| {
                 (numel(&s[0]) * (p.i[0] * p.i[0]) as f64 / (p.i[1] * p.i[1]) as f64, 4.0 * numel(&s[0]) * 1.25)
             },
-            cuda: false,
+            cuda: true,
         },
         OpInfo {
             name: "max_pool2d",
@@ -918,7 +919,7 @@ pub fn registry() -> Vec<OpInfo> {
             cost: |s, p| {
                 (numel(&s[0]) * (p.i[0] * p.i[0]) as f64 / (p.i[1] * p.i[1]) as f64, 4.0 * numel(&s[0]) * 1.25)
             },
-            cuda: false,
+            cuda: true,
         },
         OpInfo {
             name: "upsample_nearest2d",
@@ -948,7 +949,7 @@ pub fn registry() -> Vec<OpInfo> {
             },
             composite: None,
             cost: |s, p| (0.0, 4.0 * numel(&s[0]) * (1 + p.i[0] * p.i[0]) as f64),
-            cuda: false,
+            cuda: true,
         },
         OpInfo {
             name: "upsample_bilinear2d",
@@ -974,7 +975,7 @@ pub fn registry() -> Vec<OpInfo> {
                     4.0 * (numel(&s[0]) + (s[0][0] * s[0][1] * p.i[0] * p.i[1]) as f64),
                 )
             },
-            cuda: false,
+            cuda: true,
         },
         OpInfo {
             name: "fir_resample2d",
@@ -1006,7 +1007,7 @@ pub fn registry() -> Vec<OpInfo> {
             },
             composite: None,
             cost: |s, _| (4.0 * numel(&s[0]), 4.0 * numel(&s[0]) * 2.0),
-            cuda: false,
+            cuda: true,
         },
         OpInfo {
             name: "group_norm",
@@ -1043,7 +1044,7 @@ pub fn registry() -> Vec<OpInfo> {
                 norm::norm_composite(&t[0], NormKind::Group(p.i[0]), Some(&t[1]), Some(&t[2]), 1e-5)
             }),
             cost: |s, _| (8.0 * numel(&s[0]), 8.0 * numel(&s[0])),
-            cuda: false,
+            cuda: true,
         },
         OpInfo {
             name: "layer_norm",
@@ -1073,7 +1074,7 @@ pub fn registry() -> Vec<OpInfo> {
             },
             composite: Some(|t, _| norm::norm_composite(&t[0], NormKind::Layer, Some(&t[1]), Some(&t[2]), 1e-5)),
             cost: |s, _| (8.0 * numel(&s[0]), 8.0 * numel(&s[0])),
-            cuda: false,
+            cuda: true,
         },
         OpInfo {
             name: "rms_norm",
@@ -1099,7 +1100,7 @@ pub fn registry() -> Vec<OpInfo> {
             },
             composite: Some(|t, _| norm::norm_composite(&t[0], NormKind::Rms, Some(&t[1]), None, 1e-6)),
             cost: |s, _| (6.0 * numel(&s[0]), 8.0 * numel(&s[0])),
-            cuda: false,
+            cuda: true,
         },
         OpInfo {
             name: "attention",
@@ -1152,7 +1153,7 @@ pub fn registry() -> Vec<OpInfo> {
                     ((s[0][0] * s[0][1]) as f64, s[0][2] as f64, s[0][3] as f64, s[1][2] as f64, s[2][3] as f64);
                 (2.0 * bh * sq * sk * (d + dv), 4.0 * bh * (sq * d + sk * d + sk * dv + sq * dv))
             },
-            cuda: false,
+            cuda: true,
         },
         OpInfo {
             name: "embedding",
@@ -1187,7 +1188,7 @@ pub fn registry() -> Vec<OpInfo> {
             },
             composite: None,
             cost: |s, _| (0.0, 4.0 * 2.0 * numel(&s[1]) * s[0][1] as f64),
-            cuda: false,
+            cuda: true,
         },
         OpInfo {
             name: "index_select",
@@ -1222,7 +1223,7 @@ pub fn registry() -> Vec<OpInfo> {
             },
             composite: None,
             cost: |s, _| (0.0, 8.0 * numel(&s[0])),
-            cuda: false,
+            cuda: true,
         },
         OpInfo {
             name: "gather",
@@ -1255,7 +1256,7 @@ pub fn registry() -> Vec<OpInfo> {
             },
             composite: None,
             cost: |s, _| (0.0, 12.0 * numel(&s[1])),
-            cuda: false,
+            cuda: true,
         },
         OpInfo {
             name: "scatter_add",
@@ -1291,7 +1292,7 @@ pub fn registry() -> Vec<OpInfo> {
             },
             composite: None,
             cost: |s, _| (numel(&s[0]), 12.0 * numel(&s[0])),
-            cuda: false,
+            cuda: true,
         },
         OpInfo {
             name: "cat",
@@ -1330,7 +1331,7 @@ pub fn registry() -> Vec<OpInfo> {
             },
             composite: None,
             cost: |s, _| (0.0, 8.0 * s.iter().map(|x| numel(x)).sum::<f64>()),
-            cuda: false,
+            cuda: true,
         },
         OpInfo {
             name: "pad",
@@ -1370,7 +1371,7 @@ pub fn registry() -> Vec<OpInfo> {
             },
             composite: None,
             cost: |s, _| (0.0, 8.0 * numel(&s[0])),
-            cuda: false,
+            cuda: true,
         },
         OpInfo {
             name: "flip",
@@ -1383,7 +1384,7 @@ pub fn registry() -> Vec<OpInfo> {
             reference: |x, p| along(&x[0], p.i[0], |l| l.iter().rev().cloned().collect()),
             composite: None,
             cost: |s, _| (0.0, 8.0 * numel(&s[0])),
-            cuda: false,
+            cuda: true,
         },
         OpInfo {
             name: "slice_permute_reshape",
@@ -1425,7 +1426,7 @@ pub fn registry() -> Vec<OpInfo> {
             },
             composite: None,
             cost: |s, _| (0.0, 12.0 * numel(&s[0])),
-            cuda: false,
+            cuda: true,
         },
         OpInfo {
             name: "cross_entropy",
@@ -1457,7 +1458,7 @@ pub fn registry() -> Vec<OpInfo> {
             },
             composite: None,
             cost: |s, _| (5.0 * numel(&s[0]), 4.0 * numel(&s[0])),
-            cuda: false,
+            cuda: true,
         },
         OpInfo {
             name: "mse_loss",
@@ -1489,7 +1490,7 @@ pub fn registry() -> Vec<OpInfo> {
             },
             composite: None,
             cost: |s, _| (3.0 * numel(&s[0]), 8.0 * numel(&s[0])),
-            cuda: false,
+            cuda: true,
         },
         OpInfo {
             name: "sid_generator_loss",
@@ -1526,7 +1527,7 @@ pub fn registry() -> Vec<OpInfo> {
             },
             composite: Some(|t, p| fused::sid_generator_loss_composite(&t[0], &t[1], &t[2], p.f[0])),
             cost: |s, _| (10.0 * numel(&s[0]), 12.0 * numel(&s[0])),
-            cuda: false,
+            cuda: true,
         },
         OpInfo {
             name: "sid_generator_loss_w",
@@ -1568,7 +1569,7 @@ pub fn registry() -> Vec<OpInfo> {
                 fused::sid_generator_loss_composite_weighted(&t[0], &t[1], &t[2], p.f[0], Some(&t[3]))
             }),
             cost: |s, _| (10.0 * numel(&s[0]), 12.0 * numel(&s[0])),
-            cuda: false,
+            cuda: true,
         },
         OpInfo {
             name: "sid_fake_score_loss",
@@ -1607,7 +1608,7 @@ pub fn registry() -> Vec<OpInfo> {
             },
             composite: Some(|t, p| fused::sid_fake_score_loss_composite(&t[0], &t[1], &p.f)),
             cost: |s, _| (3.0 * numel(&s[0]), 8.0 * numel(&s[0])),
-            cuda: false,
+            cuda: true,
         },
         OpInfo {
             name: "beta_kl",
@@ -1632,7 +1633,7 @@ pub fn registry() -> Vec<OpInfo> {
             },
             composite: Some(|t, _| fused::beta_kl_composite(&t[0], &t[1], &t[2], &t[3])),
             cost: |s, _| (60.0 * numel(&s[0]), 20.0 * numel(&s[0])),
-            cuda: false,
+            cuda: true,
         },
         OpInfo {
             name: "beta_klub",
@@ -1681,7 +1682,7 @@ pub fn registry() -> Vec<OpInfo> {
             },
             composite: Some(|t, p| fused::beta_klub_composite(&t[0], &t[1], &klub_params(p))),
             cost: |s, _| (120.0 * numel(&s[0]), 12.0 * numel(&s[0])),
-            cuda: false,
+            cuda: true,
         },
         OpInfo {
             name: "patch_embed",
@@ -1732,7 +1733,7 @@ pub fn registry() -> Vec<OpInfo> {
                 fused::patch_embed_composite(&t[0], &tops, &lefts, ph, pw)
             }),
             cost: |s, _| (0.0, 8.0 * numel(&s[0])),
-            cuda: false,
+            cuda: true,
         },
     ];
     v.sort_by_key(|o| (o.family, o.name));
