@@ -21,6 +21,7 @@ const FAMILIES: &[(&str, &str)] = &[
     ("beta.cu", include_str!("../kernels/beta.cu")),
     ("patch.cu", include_str!("../kernels/patch.cu")),
     ("conv.cu", include_str!("../kernels/conv.cu")),
+    ("conv_tc.cu", include_str!("../kernels/conv_tc.cu")),
     ("nn.cu", include_str!("../kernels/nn.cu")),
     ("attention.cu", include_str!("../kernels/attention.cu")),
     ("index.cu", include_str!("../kernels/index.cu")),

@@ -13,12 +13,17 @@
 //!
 //! Pointwise convolutions (1×1, stride 1, no padding) skip im2col: the input already is the
 //! column matrix. Chunks of samples keep the column buffer near `COLS_BUDGET` (256 MiB).
-//! An implicit-GEMM kernel on tensor cores (no column buffer at all) is future work.
+//!
+//! bf16 / f16 with one group take the implicit-GEMM tensor-core kernels of
+//! `cuda/kernels/conv_tc.cu` instead (no column buffer; mma.sync with f32 accumulation; the
+//! weight gradient accumulates split reductions with f32 atomics, then casts). The im2col path
+//! stays for f32 / f64, grouped convolutions, sizes whose indices overflow 32 bits, devices
+//! below sm_80, and whenever `SCORCH_CONV=im2col` (read on each call).
 
 use super::matmul::{gemm, gemm_out_f32, Mat};
 use super::{elementwise, launch, sfx, Cuda, CudaStorage};
 use crate::device::CudaDevice;
-use cudarc::driver::DeviceRepr;
+use cudarc::driver::{DeviceRepr, LaunchConfig};
 use scorch_ops::cpu::conv::{Conv2dParams, ConvGeom};
 use scorch_ops::error::shape_err;
 use scorch_ops::kernels::View;
@@ -50,6 +55,168 @@ struct ConvShape {
 
 // SAFETY: #[repr(C)] plain data matching the C struct field for field.
 unsafe impl DeviceRepr for ConvShape {}
+
+/// The geometry of one tensor-core launch (`struct TcShape` in conv_tc.cu, field for field).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+struct TcShape {
+    n: i32,
+    cin: i32,
+    h: i32,
+    w: i32,
+    cout: i32,
+    kh: i32,
+    kw: i32,
+    ho: i32,
+    wo: i32,
+    sh: i32,
+    sw: i32,
+    ph: i32,
+    pw: i32,
+    dh: i32,
+    dw: i32,
+    /// GEMM rows, columns and reduction length.
+    m: i32,
+    ncols: i32,
+    k: i32,
+    /// Rows of the plain B operand may be read 16 bytes at a time.
+    vec: i32,
+    /// Weight gradient: reduction tiles per `blockIdx.z`.
+    tps: i32,
+}
+
+// SAFETY: #[repr(C)] plain data matching the C struct field for field.
+unsafe impl DeviceRepr for TcShape {}
+
+/// Block tile (rows and columns) and reduction tile of the tensor-core kernels.
+const TC_TILE: usize = 128;
+const TC_BK: usize = 32;
+/// Blocks the weight gradient aims for when it splits its reduction (a few waves on an
+/// H100 / H200), and the fewest reduction tiles one block takes.
+const TC_WGRAD_BLOCKS: usize = 512;
+const TC_WGRAD_MIN_TILES: usize = 4;
+
+/// Whether the tensor-core kernels take a convolution of `dt`: bf16 / f16, one group, every
+/// size positive with indices that fit in 32 bits, a device of sm_80 or newer, and no
+/// `SCORCH_CONV=im2col`.
+fn use_tc(cu: &Cuda, g: &ConvGeom, dt: DType) -> bool {
+    if !dt.is_half() || g.p.groups != 1 || std::env::var("SCORCH_CONV").is_ok_and(|v| v == "im2col") {
+        return false;
+    }
+    let sm: u32 =
+        cu.dev.arch.trim_start_matches("sm_").trim_end_matches(|c: char| c.is_alphabetic()).parse().unwrap_or(0);
+    if sm < 80 {
+        return false;
+    }
+    let lim = i32::MAX as usize;
+    let khw = g.kh * g.kw;
+    let dims = [g.n, g.cin, g.h, g.w, g.cout, g.kh, g.kw, g.ho, g.wo];
+    let p = g.p;
+    let params = [p.stride[0], p.stride[1], p.padding[0], p.padding[1], p.dilation[0], p.dilation[1]];
+    dims.iter().all(|&v| v > 0)
+        && params.iter().all(|&v| v < 1 << 20)
+        && [
+            g.n * g.cin * g.h * g.w + TC_TILE,
+            g.n * g.cout * g.ho * g.wo + TC_TILE * TC_BK,
+            g.cout * g.cin * khw + TC_TILE,
+            g.h + p.padding[0] + p.dilation[0] * g.kh + g.ho * p.stride[0],
+            g.w + p.padding[1] + p.dilation[1] * g.kw + g.wo * p.stride[1],
+        ]
+        .iter()
+        .all(|&v| v <= lim)
+}
+
+/// The tensor-core geometry of `g` (GEMM sizes left for the caller).
+fn tc_shape(g: &ConvGeom) -> TcShape {
+    let p = g.p;
+    let i = |v: usize| v as i32;
+    TcShape {
+        n: i(g.n),
+        cin: i(g.cin),
+        h: i(g.h),
+        w: i(g.w),
+        cout: i(g.cout),
+        kh: i(g.kh),
+        kw: i(g.kw),
+        ho: i(g.ho),
+        wo: i(g.wo),
+        sh: i(p.stride[0]),
+        sw: i(p.stride[1]),
+        ph: i(p.padding[0]),
+        pw: i(p.padding[1]),
+        dh: i(p.dilation[0]),
+        dw: i(p.dilation[1]),
+        ..TcShape::default()
+    }
+}
+
+/// A grid of 256-thread blocks.
+fn tc_cfg(x: usize, y: usize, z: usize) -> LaunchConfig {
+    LaunchConfig { grid_dim: (x as u32, y as u32, z as u32), block_dim: (256, 1, 1), shared_mem_bytes: 0 }
+}
+
+/// Forward on tensor cores: `y [N, Cout, Ho, Wo]` from contiguous `x` and `w`.
+fn tc_forward(cu: &Cuda, x: &CudaStorage, w: &CudaStorage, g: &ConvGeom) -> Result<CudaStorage> {
+    let dt = x.dtype();
+    let out = cu.alloc(dt, g.n * g.cout * g.ho * g.wo)?;
+    let (m, k) = (g.n * g.ho * g.wo, g.cin * g.kh * g.kw);
+    let mut s = tc_shape(g);
+    s.m = m as i32;
+    s.ncols = g.cout as i32;
+    s.k = k as i32;
+    s.vec = (k.is_multiple_of(8) && w.ptr().is_multiple_of(16)) as i32;
+    let name = format!("conv_tc_fwd_{}", sfx("conv2d", dt)?);
+    let cfg = tc_cfg(m.div_ceil(TC_TILE), g.cout.div_ceil(TC_TILE), 1);
+    let (xp, wp, op) = (x.ptr(), w.ptr(), out.ptr());
+    launch!(cu, "conv_tc.cu", name, cfg; &xp, &wp, &op, &s)?;
+    Ok(out)
+}
+
+/// Backward data on tensor cores: `dx [N, Cin, H, W]` from contiguous `gy` and `w`.
+fn tc_bwd_data(cu: &Cuda, gy: &CudaStorage, w: &CudaStorage, g: &ConvGeom) -> Result<CudaStorage> {
+    let dt = gy.dtype();
+    let khw = g.kh * g.kw;
+    // wᵀ [Cin, Cout·kh·kw]: the plain B operand.
+    let wt = cu.alloc(dt, g.cout * g.cin * khw)?;
+    let (wp, wtp) = (w.ptr(), wt.ptr());
+    let (co, ci, kk) = (g.cout as i32, g.cin as i32, khw as i32);
+    launch!(cu, "conv_tc.cu", "conv_tc_wt", CudaDevice::cfg_1d(g.cout * g.cin * khw); &wp, &wtp, &co, &ci, &kk)?;
+    let dx = cu.alloc(dt, g.n * g.cin * g.h * g.w)?;
+    let (m, k) = (g.n * g.h * g.w, g.cout * khw);
+    let mut s = tc_shape(g);
+    s.m = m as i32;
+    s.ncols = g.cin as i32;
+    s.k = k as i32;
+    s.vec = (k.is_multiple_of(8) && wtp.is_multiple_of(16)) as i32;
+    let unit = g.p.stride == [1, 1];
+    let name = format!("conv_tc_dgrad{}_{}", if unit { "" } else { "_s" }, sfx("conv2d_bwd_data", dt)?);
+    let cfg = tc_cfg(m.div_ceil(TC_TILE), g.cin.div_ceil(TC_TILE), 1);
+    let (gp, xp) = (gy.ptr(), dx.ptr());
+    launch!(cu, "conv_tc.cu", name, cfg; &gp, &wtp, &xp, &s)?;
+    Ok(dx)
+}
+
+/// Backward weight on tensor cores: `dW [Cout, Cin, kh, kw]` from contiguous `x` and `gy`.
+fn tc_bwd_weight(cu: &Cuda, x: &CudaStorage, gy: &CudaStorage, g: &ConvGeom) -> Result<CudaStorage> {
+    let dt = x.dtype();
+    let (ncols, p) = (g.cin * g.kh * g.kw, g.n * g.ho * g.wo);
+    let len = g.cout * ncols;
+    let acc = cu.zeros(DType::F32, len)?;
+    let tiles = ncols.div_ceil(TC_TILE) * g.cout.div_ceil(TC_TILE);
+    let nt = p.div_ceil(TC_BK);
+    let splits = TC_WGRAD_BLOCKS.div_ceil(tiles).min(nt.div_ceil(TC_WGRAD_MIN_TILES)).max(1);
+    let tps = nt.div_ceil(splits);
+    let mut s = tc_shape(g);
+    s.m = g.cout as i32;
+    s.ncols = ncols as i32;
+    s.k = p as i32;
+    s.tps = tps as i32;
+    let name = format!("conv_tc_wgrad_{}", sfx("conv2d_bwd_weight", dt)?);
+    let cfg = tc_cfg(ncols.div_ceil(TC_TILE), g.cout.div_ceil(TC_TILE), nt.div_ceil(tps));
+    let (xp, gp, ap) = (x.ptr(), gy.ptr(), acc.ptr());
+    launch!(cu, "conv_tc.cu", name, cfg; &xp, &gp, &ap, &s)?;
+    elementwise::cast(cu, (&acc, &Layout::contiguous(&[len])), dt)
+}
 
 /// Sizes derived from a [`ConvGeom`].
 struct Dims {
@@ -121,9 +288,44 @@ fn im2col(
     cols: &CudaStorage,
     sample_major: bool,
 ) -> Result<()> {
-    let name = format!("im2col_{}", sfx("conv2d", x.dtype())?);
+    let name = format!("im2col_{}{}", sfx("conv2d", x.dtype())?, wide_sfx(g));
     let (xp, cp, sh, sm) = (x.ptr_at(n0 * d.in_sz), cols.ptr(), shape(g, nb), sample_major as i32);
-    launch!(cu, "conv.cu", name, CudaDevice::cfg_1d(nb * d.rows * d.pix); &xp, &cp, &sh, &sm)
+    launch!(cu, "conv.cu", name, cfg_2d(d.pix, nb * d.rows); &xp, &cp, &sh, &sm)
+}
+
+/// `""` when every in-plane index of `g` (pixel numbers, tap coordinates) fits in an `i32`, so
+/// im2col / col2im may use 32-bit index math; else `"_w"` (the 64-bit kernels).
+fn wide_sfx(g: &ConvGeom) -> &'static str {
+    let p = g.p;
+    let reach = |o: usize, s: usize, k: usize, d: usize, pad: usize| o * s + k * d + pad;
+    let fits = [
+        g.h * g.w,
+        g.ho * g.wo * g.kh * g.kw,
+        g.h + 2 * p.padding[0],
+        g.w + 2 * p.padding[1],
+        reach(g.ho, p.stride[0], g.kh, p.dilation[0], p.padding[0]),
+        reach(g.wo, p.stride[1], g.kw, p.dilation[1], p.padding[1]),
+    ]
+    .iter()
+    .all(|&v| v < i32::MAX as usize / 2);
+    if fits {
+        ""
+    } else {
+        "_w"
+    }
+}
+
+/// A 2-D launch over `rows` rows of `cols` elements: 256 threads, `x` along a row (at least a
+/// warp, at most the row rounded up to a power of two), several rows per block when rows are
+/// short.
+fn cfg_2d(cols: usize, rows: usize) -> LaunchConfig {
+    let bx = cols.next_power_of_two().clamp(32, 256);
+    let by = 256 / bx;
+    LaunchConfig {
+        grid_dim: (cols.div_ceil(bx).clamp(1, 65_535) as u32, rows.div_ceil(by).clamp(1, 65_535) as u32, 1),
+        block_dim: (bx as u32, by as u32, 1),
+        shared_mem_bytes: 0,
+    }
 }
 
 /// One operand of the per-(sample, group) products: the row-major matrix at element
@@ -208,8 +410,11 @@ pub fn conv2d(
         // No input channels: an empty sum.
         return Ok((cu.zeros(dt, len)?, g));
     }
-    let out = cu.alloc(dt, len)?;
     let (xc, wc) = (cu.contig((x, lx))?, cu.contig((w, lw))?);
+    if use_tc(cu, &g, dt) {
+        return Ok((tc_forward(cu, &xc, &wc, &g)?, g));
+    }
+    let out = cu.alloc(dt, len)?;
     let esz = dt.size();
     // W_g [cog, kg] shared by all samples.
     let a = Operand { ptr: wc.ptr(), esz, ld: d.kg, trans: false, sn: 0, sg: d.cog * d.kg };
@@ -269,8 +474,11 @@ pub fn conv2d_bwd_data(
         // No output channels: nothing flows back.
         return cu.zeros(dt, len);
     }
-    let dx = cu.alloc(dt, len)?;
     let (gyc, wc) = (cu.contig((gy, lgy))?, cu.contig((w, lw))?);
+    if use_tc(cu, &g, dt) {
+        return tc_bwd_data(cu, &gyc, &wc, &g);
+    }
+    let dx = cu.alloc(dt, len)?;
     let esz = dt.size();
     // W_gᵀ [kg, cog] shared by all samples; gy[n, g] [cog, pix].
     let a = Operand { ptr: wc.ptr(), esz, ld: d.kg, trans: true, sn: 0, sg: d.cog * d.kg };
@@ -294,7 +502,7 @@ pub fn conv2d_bwd_data(
     let cdt = if half { DType::F32 } else { dt };
     let per = d.chunk(&g, d.rows * d.pix * cdt.size());
     let dcols = cu.alloc(cdt, per * d.rows * d.pix)?;
-    let name = format!("col2im_{sx}");
+    let name = format!("col2im_{sx}{}", wide_sfx(&g));
     for n0 in (0..g.n).step_by(per) {
         let nb = per.min(g.n - n0);
         let c = Operand {
@@ -307,7 +515,7 @@ pub fn conv2d_bwd_data(
         };
         grouped_gemm(cu, dt, mnk, a, b_at(n0), c, nb, p.groups, 0.0, half)?;
         let (cp, xp, sh) = (dcols.ptr(), dx.ptr_at(n0 * d.in_sz), shape(&g, nb));
-        launch!(cu, "conv.cu", name, CudaDevice::cfg_1d(nb * d.in_sz); &cp, &xp, &sh)?;
+        launch!(cu, "conv.cu", name, cfg_2d(g.h * g.w, nb * g.cin); &cp, &xp, &sh)?;
     }
     Ok(dx)
 }
@@ -363,6 +571,9 @@ pub fn conv2d_bwd_weight(
         return cu.zeros(dt, len);
     }
     let (xc, gyc) = (cu.contig((x, lx))?, cu.contig((gy, lgy))?);
+    if use_tc(cu, &g, dt) {
+        return tc_bwd_weight(cu, &xc, &gyc, &g);
+    }
     let esz = dt.size();
     // Accumulator: f64 for f64, else f32 (cast back at the end for bf16 / f16).
     let f64_acc = dt == DType::F64;
