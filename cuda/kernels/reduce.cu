@@ -177,3 +177,36 @@ REDUCE_PARTIAL_COLS(reduce_partial_cols_f32, float, float, load_f)
 REDUCE_PARTIAL_COLS(reduce_partial_cols_f64, double, double, load_f)
 REDUCE_PARTIAL_COLS(reduce_partial_cols_bf16, bf16_t, float, load_f)
 REDUCE_PARTIAL_COLS(reduce_partial_cols_f16, f16_t, float, load_h)
+
+// The f32 row partials with 16-byte loads: rows of len % 4 == 0 starting 16-byte aligned;
+// each chunk is a run of float4s (four independent loads in flight per thread).
+extern "C" __global__ void reduce_partial_rows_f32v4(const float* x, float* part, i64 rows, i64 len, i64 nc, int op) {
+    __shared__ float sh[32];
+    const i64 len4 = len / 4;
+    const i64 chunk = (len4 + nc - 1) / nc;
+    for (i64 b = blockIdx.x; b < rows * nc; b += gridDim.x) {
+        const i64 r = b / nc, c = b % nc;
+        const i64 lo = c * chunk, hi = lo + chunk < len4 ? lo + chunk : len4;
+        const float4* xr = (const float4*)(x + r * len);
+        float ident = op == 0 ? 0.0f : (op == 1 ? (float)-SCORCH_INF : (float)SCORCH_INF);
+        float a0 = ident, a1 = ident, a2 = ident, a3 = ident;
+        #pragma unroll 4
+        for (i64 j = lo + threadIdx.x; j < hi; j += blockDim.x) {
+            float4 v = xr[j];
+            if (op == 0) { a0 += v.x; a1 += v.y; a2 += v.z; a3 += v.w; }
+            else if (op == 1) {
+                a0 = isnan(v.x) ? v.x : fmaxf(a0, v.x); a1 = isnan(v.y) ? v.y : fmaxf(a1, v.y);
+                a2 = isnan(v.z) ? v.z : fmaxf(a2, v.z); a3 = isnan(v.w) ? v.w : fmaxf(a3, v.w);
+            } else {
+                a0 = isnan(v.x) ? v.x : fminf(a0, v.x); a1 = isnan(v.y) ? v.y : fminf(a1, v.y);
+                a2 = isnan(v.z) ? v.z : fminf(a2, v.z); a3 = isnan(v.w) ? v.w : fminf(a3, v.w);
+            }
+        }
+        float acc;
+        if (op == 0) acc = (a0 + a1) + (a2 + a3);
+        else if (op == 1) acc = (isnan(a0) || isnan(a1) || isnan(a2) || isnan(a3)) ? SCORCH_NAN : fmaxf(fmaxf(a0, a1), fmaxf(a2, a3));
+        else acc = (isnan(a0) || isnan(a1) || isnan(a2) || isnan(a3)) ? SCORCH_NAN : fminf(fminf(a0, a1), fminf(a2, a3));
+        float t = block_reduce<float>(acc, op, sh);
+        if (threadIdx.x == 0) part[b] = t;
+    }
+}

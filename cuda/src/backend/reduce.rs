@@ -106,7 +106,10 @@ fn reduce_rows(cu: &Cuda, xp: u64, dt: DType, out: &CudaStorage, rows: usize, le
     let pdt = partial_dtype(dt);
     let part = cu.alloc(pdt, rows * nc)?;
     let (pp, r, l, n) = (part.ptr(), rows as i64, len as i64, nc as i64);
-    launch!(cu, "reduce.cu", format!("reduce_partial_rows_{sx}"), cfg_rows(rows * nc, 256); &xp, &pp, &r, &l, &n, &code)?;
+    // f32 rows of whole float4s at 16-byte alignment take the vectorised kernel.
+    let v4 = dt == DType::F32 && len.is_multiple_of(4) && xp.is_multiple_of(16);
+    let name = if v4 { "reduce_partial_rows_f32v4".to_string() } else { format!("reduce_partial_rows_{sx}") };
+    launch!(cu, "reduce.cu", name, cfg_rows(rows * nc, 256); &xp, &pp, &r, &l, &n, &code)?;
     let tmp = cu.alloc(pdt, rows)?;
     let ps = sfx("reduce", pdt)?;
     let tp = tmp.ptr();
