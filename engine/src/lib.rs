@@ -4,6 +4,7 @@
 //! reverse-mode autodiff ([`grad`], [`no_grad`], `backward`), the differentiable functions,
 //! the Philox [`Generator`], safetensors IO and the op registry with its test harness.
 
+pub mod autocast;
 pub mod autograd;
 pub mod backend;
 pub mod device;
@@ -14,6 +15,7 @@ pub mod rng;
 pub mod safetensors_io;
 pub mod tensor;
 
+pub use autocast::{autocast, autocast_dtype};
 pub use autograd::{grad, is_grad_enabled, no_grad, set_grad_enabled};
 pub use device::Device;
 pub use error::{Error, Result};

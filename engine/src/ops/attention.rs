@@ -20,6 +20,11 @@ impl Tensor {
         scale: Option<f64>,
     ) -> Result<Tensor> {
         same_device("attention", &[q, k, v])?;
+        if let Some((orig, low)) = crate::autocast::plan(&[q, k, v]) {
+            let mask = mask.map(|m| if m.dtype().is_float() { m.cast(low) } else { Ok(m.clone()) }).transpose()?;
+            let (q, k, v) = (q.cast(low)?, k.cast(low)?, v.cast(low)?);
+            return Tensor::scaled_dot_product_attention(&q, &k, &v, mask.as_ref(), causal, scale)?.cast(orig);
+        }
         let (o, lse) = {
             let (qs, ks, vs) = (q.storage(), k.storage(), v.storage());
             let ms = mask.map(|m| m.storage());

@@ -15,7 +15,10 @@ pub use scorch_ops::cpu::conv::Conv2dParams as ConvParams;
 impl Tensor {
     /// 2-D convolution: `self [N,Cin,H,W]`, `w [Cout,Cin/g,kh,kw]`, optional bias `[Cout]`.
     pub fn conv2d(&self, w: &Tensor, b: Option<&Tensor>, p: Conv2dParams) -> Result<Tensor> {
-        let y = conv2d_nobias(self, w, p)?;
+        let y = match crate::autocast::plan(&[self, w]) {
+            Some((orig, low)) => conv2d_nobias(&self.cast(low)?, &w.cast(low)?, p)?.cast(orig)?,
+            None => conv2d_nobias(self, w, p)?,
+        };
         match b {
             Some(b) => {
                 if b.shape() != [w.shape()[0]] {

@@ -13,6 +13,9 @@ impl Tensor {
         if self.rank() == 0 || other.rank() == 0 {
             return msg(format!("matmul of 0-d tensors {:?} and {:?}", self.shape(), other.shape()));
         }
+        if let Some((orig, low)) = crate::autocast::plan(&[self, other]) {
+            return self.cast(low)?.matmul(&other.cast(low)?)?.cast(orig);
+        }
         let a = if self.rank() == 1 { self.unsqueeze(0)? } else { self.clone() };
         let b = if other.rank() == 1 { other.unsqueeze(1)? } else { other.clone() };
         let mut y = a.matmul_nd(&b)?;
