@@ -57,12 +57,28 @@ echo "exit: $?" >>"$log"
 PYTHONUNBUFFERED=1 timeout 70 python3 "$here/torch_sid.py" --device cuda --iters 5 --warmup 2 --line 2>>"$log" | tee -a "$log" | grep '|' >>"$out/torch_bench.txt"
 cat "$out/torch_bench.txt" >>"$log"
 
+# Reproducibility on the GPU: the same 12 SiD iterations twice, and 6 + resume + 6.
+if [ "${DETERMINISM:-1}" = 1 ]; then
+  step "GPU reproducibility: SiD 12 iterations twice, and 6 then --resume to 12" >>"$log"
+  ( cd "$here/.." && for run in a b; do rm -rf /tmp/sid-$run
+      timeout 60 "$scorch" distill sid --recipe recipes/sid-fmnist.toml --device cuda:0 --steps 12 --out /tmp/sid-$run \
+        --set eval_every=0 --set sample_every=0 --set checkpoint_every=6 >/dev/null 2>&1; echo "run $run exit $?"; done
+    rm -rf /tmp/sid-c
+    timeout 60 "$scorch" distill sid --recipe recipes/sid-fmnist.toml --device cuda:0 --steps 6 --out /tmp/sid-c \
+      --set eval_every=0 --set sample_every=0 --set checkpoint_every=6 >/dev/null 2>&1
+    timeout 60 "$scorch" distill sid --recipe recipes/sid-fmnist.toml --device cuda:0 --steps 12 --out /tmp/sid-c --resume \
+      --set eval_every=0 --set sample_every=0 --set checkpoint_every=6 >/dev/null 2>&1; echo "run c exit $?"
+    sha256sum /tmp/sid-a/generator.safetensors /tmp/sid-b/generator.safetensors /tmp/sid-c/generator.safetensors ) >>"$log" 2>&1
+fi
+
+if [ "${QUICKSTART:-1}" = 1 ]; then
 step "quickstart on the GPU (1 minute of SiD from the shipped teacher)" >>"$log"
 rm -rf /tmp/scorch-quickstart
 ( cd "$here/.." && SCORCH_FMNIST_DIR="$here/fmnist" timeout 240 "$scorch" quickstart --device cuda:0 \
     --set max_minutes=1 --out /tmp/scorch-quickstart ) >>"$log" 2>&1
 echo "exit: $?" >>"$log"
 cp /tmp/scorch-quickstart/samples.png "$out/quickstart_samples.png" 2>/dev/null
+fi
 
 {
   echo "# scorch vs PyTorch — commit $commit, $(date -u +%Y-%m-%d), $(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -1)"

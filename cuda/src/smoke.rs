@@ -307,7 +307,111 @@ pub fn run_checks(dev: &CudaDevice) -> Result<Vec<Check>, CudaError> {
         });
     }
     attention_checks(dev, &mut out)?;
+    optimizer_checks(dev, &mut out)?;
     Ok(out)
+}
+
+/// Fused Adam / AdamW / SGD-with-momentum / EMA updates, three steps each on a sub-range of
+/// the buffers, against the CPU updates (same f32 arithmetic order, so agreement to rounding).
+fn optimizer_checks(dev: &CudaDevice, out: &mut Vec<Check>) -> Result<(), CudaError> {
+    use crate::backend::optim as gpu;
+    use crate::backend::Cuda;
+    use scorch_ops::cpu::optim::{self as host, AdamParams, SgdParams};
+    let cu = Cuda { dev: CudaDevice::get(dev.ordinal)? };
+    let e = |x: scorch_ops::Error| CudaError::Driver { what: "optimizer check".into(), detail: x.to_string() };
+    let n = 100_003;
+    let r = 7..n - 5;
+    let f32s = |v: Vec<f32>| CpuStorage::F32(v);
+    let (p0, g0, m0, v0) = (randn(n, 70), randn(n, 71), randn(n, 72), randn(n, 73));
+    let v0: Vec<f32> = v0.iter().map(|x| x.abs()).collect();
+    for (name, decoupled, wd) in [("adam", false, 0.0), ("adam (L2 decay)", false, 0.1), ("adamw", true, 0.1)] {
+        let hp = AdamParams { lr: 1e-2, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: wd, decoupled };
+        let (mut cp, cg, mut cm, mut cv) = (f32s(p0.clone()), f32s(g0.clone()), f32s(m0.clone()), f32s(v0.clone()));
+        let (mut dp, dg, mut dm, mut dv) = (
+            cu.upload(&cp).map_err(e)?,
+            cu.upload(&cg).map_err(e)?,
+            cu.upload(&cm).map_err(e)?,
+            cu.upload(&cv).map_err(e)?,
+        );
+        let t = Instant::now();
+        for step in 1..=3 {
+            host::adam_update_storage(
+                (&mut cp, r.clone()),
+                (&cg, r.clone()),
+                (&mut cm, r.clone()),
+                (&mut cv, r.clone()),
+                step,
+                &hp,
+            )
+            .map_err(op_err)?;
+            gpu::adam_update_storage(
+                &cu,
+                (&mut dp, r.clone()),
+                (&dg, r.clone()),
+                (&mut dm, r.clone()),
+                (&mut dv, r.clone()),
+                step,
+                &hp,
+            )
+            .map_err(e)?;
+        }
+        dev.synchronize()?;
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        let l = Layout::contiguous(&[n]);
+        let err = [(&dp, &cp), (&dm, &cm), (&dv, &cv)]
+            .iter()
+            .map(|(d, c)| Ok(max_rel_err(&d.to_cpu().map_err(e)?.to_f64_vec(&l), &c.to_f64_vec(&l))))
+            .collect::<Result<Vec<f64>, CudaError>>()?
+            .into_iter()
+            .fold(0.0, f64::max);
+        out.push(Check { name: format!("{name} f32, 3 steps (100K)"), max_err: err, tol: 1e-6, millis: ms });
+    }
+    {
+        let hp = SgdParams { lr: 1e-2, momentum: 0.9, dampening: 0.0, weight_decay: 1e-3, nesterov: true };
+        let (mut cp, cg, mut cb) = (f32s(p0.clone()), f32s(g0.clone()), f32s(m0.clone()));
+        let (mut dp, dg, mut db) = (cu.upload(&cp).map_err(e)?, cu.upload(&cg).map_err(e)?, cu.upload(&cb).map_err(e)?);
+        let t = Instant::now();
+        for step in 0..3 {
+            host::sgd_update_storage(
+                (&mut cp, r.clone()),
+                (&cg, r.clone()),
+                Some((&mut cb, r.clone())),
+                step == 0,
+                &hp,
+            )
+            .map_err(op_err)?;
+            gpu::sgd_update_storage(
+                &cu,
+                (&mut dp, r.clone()),
+                (&dg, r.clone()),
+                Some((&mut db, r.clone())),
+                step == 0,
+                &hp,
+            )
+            .map_err(e)?;
+        }
+        dev.synchronize()?;
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        let l = Layout::contiguous(&[n]);
+        let err = max_rel_err(&dp.to_cpu().map_err(e)?.to_f64_vec(&l), &cp.to_f64_vec(&l))
+            .max(max_rel_err(&db.to_cpu().map_err(e)?.to_f64_vec(&l), &cb.to_f64_vec(&l)));
+        out.push(Check { name: "sgd nesterov f32, 3 steps (100K)".into(), max_err: err, tol: 1e-6, millis: ms });
+    }
+    {
+        let (mut cs, cx) = (f32s(p0.clone()), f32s(g0.clone()));
+        let (mut ds, dx) = (cu.upload(&cs).map_err(e)?, cu.upload(&cx).map_err(e)?);
+        let t = Instant::now();
+        for _ in 0..3 {
+            host::ema_update_storage((&mut cs, r.clone()), (&cx, r.clone()), 0.999).map_err(op_err)?;
+            gpu::ema_update_storage(&cu, (&mut ds, r.clone()), (&dx, r.clone()), 0.999).map_err(e)?;
+        }
+        dev.synchronize()?;
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        let l = Layout::contiguous(&[n]);
+        let err = max_rel_err(&ds.to_cpu().map_err(e)?.to_f64_vec(&l), &cs.to_f64_vec(&l));
+        out.push(Check { name: "ema f32, 3 steps (100K)".into(), max_err: err, tol: 1e-6, millis: ms });
+    }
+    Ok(())
 }
 
 /// The fused (flash) attention kernels at head dims 32/64/128, causal and not, with sequence
