@@ -165,6 +165,22 @@ pub fn run(ordinal: usize, filter: Option<&str>) -> R<()> {
         let ms = median_ms(&cu, || cu.conv2d((&xc, &lxc), (&wc, &lwc), p).map(|_| ()).map_err(e))?;
         Ok((ms, format!("{:.1} TFLOP/s", cflops / ms / 1e9)))
     });
+    case!("conv3x3_bf16_bwd_data", {
+        let ms =
+            median_ms(&cu, || cu.conv2d_bwd_data((&gy, &lgy), (&wc, &lwc), [128, 32, 32], p).map(|_| ()).map_err(e))?;
+        Ok((ms, format!("{:.1} TFLOP/s", cflops / ms / 1e9)))
+    });
+    // The weight gradient at several split-K block targets (the default is 512).
+    for blocks in ["512", "264", "1056", "2112"] {
+        std::env::set_var("SCORCH_CONV_WGRAD_BLOCKS", blocks);
+        case!(&format!("conv3x3_bf16_bwd_weight_b{blocks}"), {
+            let ms = median_ms(&cu, || {
+                cu.conv2d_bwd_weight((&xc, &lxc), (&gy, &lgy), [128, 128, 3, 3], p).map(|_| ()).map_err(e)
+            })?;
+            Ok((ms, format!("{:.1} TFLOP/s", cflops / ms / 1e9)))
+        });
+    }
+    std::env::remove_var("SCORCH_CONV_WGRAD_BLOCKS");
     case!("conv3x3_bf16_fwd_bwd", {
         let ms = median_ms(&cu, || {
             cu.conv2d((&xc, &lxc), (&wc, &lwc), p).map_err(e)?;
@@ -173,7 +189,8 @@ pub fn run(ordinal: usize, filter: Option<&str>) -> R<()> {
         })?;
         Ok((ms, format!("{:.1} TFLOP/s", 3.0 * cflops / ms / 1e9)))
     });
-    case!("sid_iter_cifar_b8", sid_iteration(ordinal));
+    case!("sid_iter_cifar_b8", sid_iteration(ordinal, false));
+    case!("sid_iter_cifar_b8_autocast_bf16", sid_iteration(ordinal, true));
     let st = cu.dev.memory_stats();
     println!(
         "# memory: allocated {:.1} MiB, reserved {:.1} MiB, peak {:.1} MiB",
@@ -185,8 +202,10 @@ pub fn run(ordinal: usize, filter: Option<&str>) -> R<()> {
 }
 
 /// One SiD iteration (fake-score step + generator step + EMA) on EDM's CIFAR-10 DDPM++ net at
-/// batch 8, f32, with every tensor on the GPU (the case benches/sid.rs times on the CPU).
-fn sid_iteration(ordinal: usize) -> R<(f64, String)> {
+/// batch 8, f32, with every tensor on the GPU (the case benches/sid.rs times on the CPU);
+/// with `bf16`, under `autocast(bf16)` (f32 master weights, bf16 convolutions / matmuls /
+/// attention).
+fn sid_iteration(ordinal: usize, bf16: bool) -> R<(f64, String)> {
     use scorch::models::edm::{presets, EdmPrecond};
     use scorch::models::params::ParamStore;
     use scorch::models::sid::distill::{copy_params, DistillConfig, Distiller, MicroBatch};
@@ -207,6 +226,7 @@ fn sid_iteration(ordinal: usize) -> R<(f64, String)> {
     sid.batch_gpu = 8;
     let mut d = Distiller::new(teacher, fake, generator, [3, 32, 32], sid, 0).map_err(e)?;
     let mut source = |_n: usize| Ok(MicroBatch::default());
+    let _mixed = bf16.then(|| scorch::engine::autocast(Some(DType::BF16)));
     let mut times = Vec::new();
     for i in 0..7 {
         let t = Instant::now();
