@@ -312,6 +312,10 @@ impl Tensor {
 
     /// All elements as f64, row-major.
     pub fn to_vec_f64(&self) -> Result<Vec<f64>> {
+        if self.device() != Device::Cpu {
+            // Download only this view's elements, not the whole buffer it may slice.
+            return self.to_cpu()?.to_vec_f64();
+        }
         let s = self.storage();
         Ok(s.host()?.to_f64_vec(self.layout()))
     }
@@ -323,6 +327,9 @@ impl Tensor {
     pub fn to_vec<T: Elem>(&self) -> Result<Vec<T>> {
         if T::DTYPE != self.dtype() {
             return msg(format!("to_vec::<{}> on a {} tensor; cast first", T::DTYPE, self.dtype()));
+        }
+        if self.device() != Device::Cpu {
+            return self.to_cpu()?.to_vec();
         }
         let c = self.contiguous()?;
         let s = c.storage();
@@ -345,6 +352,9 @@ impl Tensor {
     }
     /// Raw little-endian bytes (contiguous copy).
     pub fn to_bytes(&self) -> Result<Vec<u8>> {
+        if self.device() != Device::Cpu {
+            return self.to_cpu()?.to_bytes();
+        }
         let c = self.contiguous()?;
         let s = c.storage();
         let sz = self.dtype().size();
