@@ -2,5 +2,6 @@
 //! their conversion to tensors.
 
 pub mod fmnist_tensor;
+pub mod folder;
 pub mod idx;
 pub mod toy2d;

@@ -63,6 +63,9 @@ pub struct EdmRecipe {
     pub limit_images: usize,
     /// Class-conditional (one-hot labels).
     pub conditional: bool,
+    /// Mirror each training image left-right with probability ½ (upstream CIFAR-10:
+    /// `--xflip`, as a dataset doubling; here per batch, drawn from the noise stream).
+    pub xflip: bool,
     pub model: ModelRecipe,
     /// Total optimizer steps.
     pub steps: u64,
@@ -105,6 +108,7 @@ impl Default for EdmRecipe {
             data_dir: None,
             limit_images: 0,
             conditional: false,
+            xflip: false,
             model: ModelRecipe::default(),
             steps: 20_000,
             batch: 64,
@@ -261,6 +265,7 @@ pub fn train_edm(recipe: &EdmRecipe, out: &Path, resume: bool, quiet: bool) -> R
                 })
                 .collect();
             let (x, y) = data.gather(&idx)?;
+            let x = if recipe.xflip { crate::data::folder::random_hflip(&x, &st.noise)? } else { x };
             let labels = if recipe.conditional { Some(y.one_hot(10, DType::F32)?) } else { None };
             let loss = loss_fn.loss(&net, &x, labels.as_ref(), &st.noise)?;
             let total = loss.sum_all()?;
