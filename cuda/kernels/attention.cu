@@ -195,15 +195,9 @@ FLASH_FWD_F32(attn_flash_fwd_f32_d128, 128, 16)
 // B regs (k 2t..2t+1 | +8, col g), C (row g: c0 c1 at cols 2t, 2t+1; row g+8: c2 c3).
 // ---------------------------------------------------------------------------------------
 
-__device__ __forceinline__ unsigned attn_smem(const void* p) {
-    unsigned r;
-    asm("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }" : "=r"(r) : "l"(p));
-    return r;
-}
-
 // 16-byte async copy global → shared; src_bytes 0 writes zeros.
 __device__ __forceinline__ void attn_cp16(void* dst, const void* src, int src_bytes) {
-    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(attn_smem(dst)), "l"(src), "r"(src_bytes)
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(tc_smem(dst)), "l"(src), "r"(src_bytes)
                  : "memory");
 }
 __device__ __forceinline__ void attn_cp_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
@@ -231,24 +225,7 @@ __device__ __forceinline__ void attn_ldsm_t(unsigned& r0, unsigned& r1, unsigned
                                             const unsigned short* p) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                  : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
-                 : "r"(attn_smem(p)));
-}
-
-template <bool F16>
-__device__ __forceinline__ void attn_mma(float* c, const unsigned* a, unsigned b0, unsigned b1) {
-    if (F16) {
-        asm volatile(
-            "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-            "{%0,%1,%2,%3};\n"
-            : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-    } else {
-        asm volatile(
-            "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-            "{%0,%1,%2,%3};\n"
-            : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-    }
+                 : "r"(tc_smem(p)));
 }
 
 // Two floats as a packed 16-bit pair (lo in the low half), round to nearest even.
@@ -319,7 +296,7 @@ __device__ __forceinline__ void flash_fwd_tc(const unsigned short* __restrict__ 
 #pragma unroll
             for (int n = 0; n < NB; ++n) {
                 const unsigned short* kp = ks + (n * 8 + g) * LD + kk * 16 + 2 * t;
-                attn_mma<F16>(s[n], qa[kk], attn_ld32(kp), attn_ld32(kp + 8));
+                tc_mma<F16>(s[n], qa[kk], attn_ld32(kp), attn_ld32(kp + 8));
             }
         }
         __syncthreads();
@@ -384,8 +361,8 @@ __device__ __forceinline__ void flash_fwd_tc(const unsigned short* __restrict__ 
             for (int n2 = 0; n2 < D / 16; ++n2) {
                 unsigned b0, b1, b2, b3;
                 attn_ldsm_t(b0, b1, b2, b3, vp + n2 * 16);
-                attn_mma<F16>(oacc[2 * n2], pa, b0, b1);
-                attn_mma<F16>(oacc[2 * n2 + 1], pa, b2, b3);
+                tc_mma<F16>(oacc[2 * n2], pa, b0, b1);
+                tc_mma<F16>(oacc[2 * n2 + 1], pa, b2, b3);
             }
         }
         __syncthreads();
@@ -528,9 +505,9 @@ __device__ __forceinline__ void flash_bwd_tc(const unsigned short* __restrict__ 
 #pragma unroll
             for (int n = 0; n < QB; ++n) {
                 const unsigned short* qp = qs + (n * 8 + g) * LD + kk * 16 + 2 * t;
-                attn_mma<F16>(st[n], a, attn_ld32(qp), attn_ld32(qp + 8));
+                tc_mma<F16>(st[n], a, attn_ld32(qp), attn_ld32(qp + 8));
                 const unsigned short* dp = dos + (n * 8 + g) * LD + kk * 16 + 2 * t;
-                attn_mma<F16>(dpt[n], va[kk], attn_ld32(dp), attn_ld32(dp + 8));
+                tc_mma<F16>(dpt[n], va[kk], attn_ld32(dp), attn_ld32(dp + 8));
             }
         }
         // Pᵀ and dSᵀ (f32). Padded queries have lse +∞, so only keys need masking.
@@ -564,11 +541,11 @@ __device__ __forceinline__ void flash_bwd_tc(const unsigned short* __restrict__ 
             for (int n2 = 0; n2 < D / 16; ++n2) {
                 unsigned b0, b1, b2, b3;
                 attn_ldsm_t(b0, b1, b2, b3, dos + roff + n2 * 16);
-                attn_mma<F16>(dva[2 * n2], pa, b0, b1);
-                attn_mma<F16>(dva[2 * n2 + 1], pa, b2, b3);
+                tc_mma<F16>(dva[2 * n2], pa, b0, b1);
+                tc_mma<F16>(dva[2 * n2 + 1], pa, b2, b3);
                 attn_ldsm_t(b0, b1, b2, b3, qs + roff + n2 * 16);
-                attn_mma<F16>(dka[2 * n2], sa, b0, b1);
-                attn_mma<F16>(dka[2 * n2 + 1], sa, b2, b3);
+                tc_mma<F16>(dka[2 * n2], sa, b0, b1);
+                tc_mma<F16>(dka[2 * n2 + 1], sa, b2, b3);
             }
             // dSᵀ to shared for dQ (rows: keys, cols: queries).
             *(unsigned*)(dss + (warp * 16 + g) * LDS + kq * 16 + 2 * t) = sa[0];
@@ -592,8 +569,8 @@ __device__ __forceinline__ void flash_bwd_tc(const unsigned short* __restrict__ 
             for (int n2 = 0; n2 < DC / 16; ++n2) {
                 unsigned b0, b1, b2, b3;
                 attn_ldsm_t(b0, b1, b2, b3, kp + n2 * 16);
-                attn_mma<F16>(dqa[2 * n2], a, b0, b1);
-                attn_mma<F16>(dqa[2 * n2 + 1], a, b2, b3);
+                tc_mma<F16>(dqa[2 * n2], a, b0, b1);
+                tc_mma<F16>(dqa[2 * n2 + 1], a, b2, b3);
             }
         }
         const i64 qa_ = m0 + rg * 16 + g, qb_ = qa_ + 8;

@@ -171,3 +171,29 @@ __device__ double scorch_tetragamma(double x) {
     double series = r2 * r2 * (-0.5 + r2 * (1.0/6 + r2 * (-1.0/6 + r2 * (3.0/10 + r2 * (-5.0/6 + r2 * (691.0/210))))));
     return acc + (-r2 - r2 * r + series);
 }
+
+// Tensor-core helpers shared by the attention and convolution kernels (sm_80+ when used).
+// Shared-memory address of a generic pointer, for ldmatrix / cp.async operands.
+__device__ __forceinline__ unsigned tc_smem(const void* p) {
+    unsigned r;
+    asm("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }" : "=r"(r) : "l"(p));
+    return r;
+}
+
+// One m16n8k16 tensor-core product with f32 accumulation: bf16 inputs, or f16 when F16.
+template <bool F16>
+__device__ __forceinline__ void tc_mma(float* c, const unsigned* a, unsigned b0, unsigned b1) {
+    if (F16) {
+        asm volatile(
+            "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+            "{%0,%1,%2,%3};\n"
+            : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+    } else {
+        asm volatile(
+            "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+            "{%0,%1,%2,%3};\n"
+            : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+    }
+}

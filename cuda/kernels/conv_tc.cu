@@ -38,34 +38,11 @@ struct TcShape {
     int tps;    // weight gradient: reduction tiles per blockIdx.z
 };
 
-__device__ __forceinline__ unsigned ctc_smem(const void* p) {
-    unsigned r;
-    asm("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }" : "=r"(r) : "l"(p));
-    return r;
-}
-
 // Four 8x8 b16 matrices; lane L addresses row L%8 of matrix L/8.
 __device__ __forceinline__ void ctc_ldsm(unsigned* r, const unsigned short* p) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
-                 : "r"(ctc_smem(p)));
-}
-
-template <bool F16>
-__device__ __forceinline__ void ctc_mma(float* c, const unsigned* a, unsigned b0, unsigned b1) {
-    if (F16) {
-        asm volatile(
-            "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-            "{%0,%1,%2,%3};\n"
-            : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-    } else {
-        asm volatile(
-            "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
-            "{%0,%1,%2,%3};\n"
-            : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
-            : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
-    }
+                 : "r"(tc_smem(p)));
 }
 
 template <bool F16>
@@ -97,7 +74,7 @@ __device__ __forceinline__ void ctc_tile(const unsigned short* as, const unsigne
 #pragma unroll
         for (int mi = 0; mi < 4; ++mi)
 #pragma unroll
-            for (int ni = 0; ni < 4; ++ni) ctc_mma<F16>(acc[mi][ni], a[mi], b[ni][0], b[ni][1]);
+            for (int ni = 0; ni < 4; ++ni) tc_mma<F16>(acc[mi][ni], a[mi], b[ni][0], b[ni][1]);
     }
 }
 

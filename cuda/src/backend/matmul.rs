@@ -54,6 +54,37 @@ impl Mat {
 pub fn gemm(
     cu: &Cuda,
     dt: DType,
+    mnk: (usize, usize, usize),
+    a: Mat,
+    b: Mat,
+    c: u64,
+    ldc: usize,
+    stride_c: usize,
+    batch: usize,
+    alpha: f64,
+    beta: f64,
+) -> Result<()> {
+    gemm_ex(cu, dt, false, mnk, a, b, c, ldc, stride_c, batch, alpha, beta)
+}
+
+/// cuBLAS type and compute type of `dt` operands.
+fn blas_types(dt: DType, op: &'static str) -> Result<(cudaDataType, cublasComputeType_t)> {
+    Ok(match dt {
+        DType::F32 if tf32() => (cudaDataType::CUDA_R_32F, cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_TF32),
+        DType::F32 => (cudaDataType::CUDA_R_32F, cublasComputeType_t::CUBLAS_COMPUTE_32F),
+        DType::F64 => (cudaDataType::CUDA_R_64F, cublasComputeType_t::CUBLAS_COMPUTE_64F),
+        DType::BF16 => (cudaDataType::CUDA_R_16BF, cublasComputeType_t::CUBLAS_COMPUTE_32F),
+        DType::F16 => (cudaDataType::CUDA_R_16F, cublasComputeType_t::CUBLAS_COMPUTE_32F),
+        _ => return Err(Error::DType { op, dtype: dt }),
+    })
+}
+
+/// [`gemm`] and [`gemm_out_f32`]: `C` of dtype `dt`, or f32 when `out_f32`.
+#[allow(clippy::too_many_arguments)]
+fn gemm_ex(
+    cu: &Cuda,
+    dt: DType,
+    out_f32: bool,
     (m, n, k): (usize, usize, usize),
     a: Mat,
     b: Mat,
@@ -67,14 +98,11 @@ pub fn gemm(
     if m == 0 || n == 0 || batch == 0 {
         return Ok(());
     }
-    let (ty, compute) = match dt {
-        DType::F32 if tf32() => (cudaDataType::CUDA_R_32F, cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_TF32),
-        DType::F32 => (cudaDataType::CUDA_R_32F, cublasComputeType_t::CUBLAS_COMPUTE_32F),
-        DType::F64 => (cudaDataType::CUDA_R_64F, cublasComputeType_t::CUBLAS_COMPUTE_64F),
-        DType::BF16 => (cudaDataType::CUDA_R_16BF, cublasComputeType_t::CUBLAS_COMPUTE_32F),
-        DType::F16 => (cudaDataType::CUDA_R_16F, cublasComputeType_t::CUBLAS_COMPUTE_32F),
-        _ => return Err(Error::DType { op: "matmul", dtype: dt }),
-    };
+    if out_f32 && dt == DType::F64 {
+        return Err(Error::DType { op: "matmul with f32 output", dtype: dt });
+    }
+    let (ty, compute) = blas_types(dt, if out_f32 { "matmul with f32 output" } else { "matmul" })?;
+    let c_ty = if out_f32 { cudaDataType::CUDA_R_32F } else { ty };
     let op = |t: bool| if t { cublasOperation_t::CUBLAS_OP_T } else { cublasOperation_t::CUBLAS_OP_N };
     let blas = cu.dev.blas().map_err(super::err)?;
     let (a32, b32) = (alpha as f32, beta as f32);
@@ -106,7 +134,7 @@ pub fn gemm(
             a.stride,
             pb,
             c as *mut _,
-            ty,
+            c_ty,
             ldc as i32,
             stride_c as i64,
             batch as i32,
@@ -114,7 +142,10 @@ pub fn gemm(
             cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
         )
     }
-    .map_err(|e| Error::Msg(format!("cuBLAS gemm ({m}x{k} @ {k}x{n}, batch {batch}, {dt}) failed: {e:?}")))
+    .map_err(|e| {
+        let out = if out_f32 { " → f32" } else { "" };
+        Error::Msg(format!("cuBLAS gemm ({m}x{k} @ {k}x{n}, batch {batch}, {dt}{out}) failed: {e:?}"))
+    })
 }
 
 /// The single batch stride of broadcast batch dims, if they have one.
@@ -197,7 +228,7 @@ pub fn matmul(cu: &Cuda, (a, la): View<CudaStorage>, (b, lb): View<CudaStorage>)
 pub fn gemm_out_f32(
     cu: &Cuda,
     dt: DType,
-    (m, n, k): (usize, usize, usize),
+    mnk: (usize, usize, usize),
     a: Mat,
     b: Mat,
     c: u64,
@@ -207,49 +238,5 @@ pub fn gemm_out_f32(
     alpha: f64,
     beta: f64,
 ) -> Result<()> {
-    if m == 0 || n == 0 || batch == 0 {
-        return Ok(());
-    }
-    let (ty, compute) = match dt {
-        DType::F32 if tf32() => (cudaDataType::CUDA_R_32F, cublasComputeType_t::CUBLAS_COMPUTE_32F_FAST_TF32),
-        DType::F32 => (cudaDataType::CUDA_R_32F, cublasComputeType_t::CUBLAS_COMPUTE_32F),
-        DType::BF16 => (cudaDataType::CUDA_R_16BF, cublasComputeType_t::CUBLAS_COMPUTE_32F),
-        DType::F16 => (cudaDataType::CUDA_R_16F, cublasComputeType_t::CUBLAS_COMPUTE_32F),
-        _ => return Err(Error::DType { op: "matmul with f32 output", dtype: dt }),
-    };
-    let op = |t: bool| if t { cublasOperation_t::CUBLAS_OP_T } else { cublasOperation_t::CUBLAS_OP_N };
-    let blas = cu.dev.blas().map_err(super::err)?;
-    let (a32, b32) = (alpha as f32, beta as f32);
-    let ld = |x: i64| x.max(1) as i32;
-    // Column-major view as in `gemm`: Cᵀ = op(B)ᵀ · op(A)ᵀ.
-    // SAFETY: pointers address live device buffers large enough for the described matrices
-    // (A and B of dtype `dt`, C of f32); the scalars outlive the call.
-    unsafe {
-        cudarc::cublas::result::gemm_strided_batched_ex(
-            *blas.handle(),
-            op(b.trans),
-            op(a.trans),
-            n as i32,
-            m as i32,
-            k as i32,
-            &a32 as *const f32 as *const _,
-            b.ptr as *const _,
-            ty,
-            ld(b.ld),
-            b.stride,
-            a.ptr as *const _,
-            ty,
-            ld(a.ld),
-            a.stride,
-            &b32 as *const f32 as *const _,
-            c as *mut _,
-            cudaDataType::CUDA_R_32F,
-            ldc as i32,
-            stride_c as i64,
-            batch as i32,
-            compute,
-            cublasGemmAlgo_t::CUBLAS_GEMM_DEFAULT,
-        )
-    }
-    .map_err(|e| Error::Msg(format!("cuBLAS gemm ({m}x{k} @ {k}x{n}, batch {batch}, {dt} → f32) failed: {e:?}")))
+    gemm_ex(cu, dt, true, mnk, a, b, c, ldc, stride_c, batch, alpha, beta)
 }

@@ -31,9 +31,8 @@ pub fn reduce(cu: &Cuda, op: ReduceOp, (s, l): View<CudaStorage>, axes: &[usize]
         });
     }
     let sx = sfx("reduce", s.dtype())?;
-    let out = cu.alloc(if arg { DType::I64 } else { s.dtype() }, kept)?;
     if kept == 0 {
-        return Ok(out);
+        return cu.alloc(if arg { DType::I64 } else { s.dtype() }, 0);
     }
     let code: i32 = match op {
         ReduceOp::Sum => 0,
@@ -49,18 +48,17 @@ pub fn reduce(cu: &Cuda, op: ReduceOp, (s, l): View<CudaStorage>, axes: &[usize]
     // transpose. (Few columns go through the row path: for one column that is no copy.)
     let leading = axes.iter().enumerate().all(|(i, &a)| i == a);
     if !arg && leading && l.is_contiguous() && kept >= 64 {
-        reduce_cols(cu, s.ptr_at(l.offset), s.dtype(), &out, red, kept, code)?;
-        return Ok(out);
+        return reduce_cols(cu, s.ptr_at(l.offset), s.dtype(), red, kept, code);
     }
     let (pl, _) = move_last(l, &axes)?;
     let x = cu.contig((s, &pl))?;
-    if arg {
-        let (xp, yp, rows, len) = (x.ptr(), out.ptr(), kept as i64, red as i64);
-        let c: i32 = if op == ReduceOp::ArgMax { 0 } else { 1 };
-        launch!(cu, "reduce.cu", format!("arg_rows_{sx}"), CudaDevice::cfg_1d(kept); &xp, &yp, &rows, &len, &c)?;
-    } else {
-        reduce_rows(cu, x.ptr(), s.dtype(), &out, kept, red, code)?;
+    if !arg {
+        return reduce_rows(cu, x.ptr(), s.dtype(), kept, red, code);
     }
+    let out = cu.alloc(DType::I64, kept)?;
+    let (xp, yp, rows, len) = (x.ptr(), out.ptr(), kept as i64, red as i64);
+    let c: i32 = if op == ReduceOp::ArgMax { 0 } else { 1 };
+    launch!(cu, "reduce.cu", format!("arg_rows_{sx}"), CudaDevice::cfg_1d(kept); &xp, &yp, &rows, &len, &c)?;
     Ok(out)
 }
 
@@ -76,31 +74,24 @@ fn partial_dtype(dt: DType) -> DType {
     }
 }
 
-/// Finishes a two-pass reduction: `tmp` (partial dtype) into `out` (its own dtype).
-fn finish(cu: &Cuda, tmp: CudaStorage, out: &CudaStorage) -> Result<()> {
-    if tmp.dtype() == out.dtype() {
-        copy_all(cu, &tmp, out)
+/// The second pass's f32 / f64 result in the caller's dtype.
+fn finish(cu: &Cuda, tmp: CudaStorage, dt: DType) -> Result<CudaStorage> {
+    if tmp.dtype() == dt {
+        Ok(tmp)
     } else {
-        let c = super::elementwise::cast(cu, (&tmp, &Layout::contiguous(&[tmp.len()])), out.dtype())?;
-        copy_all(cu, &c, out)
+        super::elementwise::cast(cu, (&tmp, &Layout::contiguous(&[tmp.len()])), dt)
     }
 }
 
-fn copy_all(cu: &Cuda, src: &CudaStorage, dst: &CudaStorage) -> Result<()> {
-    let bytes = src.len() * src.dtype().size();
-    // SAFETY: both buffers are live on this stream and hold `bytes` bytes.
-    unsafe { cudarc::driver::sys::cuMemcpyDtoDAsync_v2(dst.ptr(), src.ptr(), bytes, cu.dev.stream.cu_stream()) }
-        .result()
-        .map_err(|e| Error::Msg(format!("CUDA copy failed: {e:?}")))
-}
-
-/// Reduces each of `rows` contiguous rows of `len` elements at `xp` into `out`: one block per
+/// Reduces each of `rows` contiguous rows of `len` elements at `xp` (one result each): one block per
 /// row when there are many rows, else chunked partials and a second pass.
-fn reduce_rows(cu: &Cuda, xp: u64, dt: DType, out: &CudaStorage, rows: usize, len: usize, code: i32) -> Result<()> {
+fn reduce_rows(cu: &Cuda, xp: u64, dt: DType, rows: usize, len: usize, code: i32) -> Result<CudaStorage> {
     let sx = sfx("reduce", dt)?;
     if rows >= TARGET_BLOCKS / 4 || len < 8192 {
+        let out = cu.alloc(dt, rows)?;
         let (yp, r, l) = (out.ptr(), rows as i64, len as i64);
-        return launch!(cu, "reduce.cu", format!("reduce_rows_{sx}"), cfg_rows(rows, 256); &xp, &yp, &r, &l, &code);
+        launch!(cu, "reduce.cu", format!("reduce_rows_{sx}"), cfg_rows(rows, 256); &xp, &yp, &r, &l, &code)?;
+        return Ok(out);
     }
     let nc = len.div_ceil(2048).min(TARGET_BLOCKS.div_ceil(rows)).max(2);
     let pdt = partial_dtype(dt);
@@ -114,16 +105,18 @@ fn reduce_rows(cu: &Cuda, xp: u64, dt: DType, out: &CudaStorage, rows: usize, le
     let ps = sfx("reduce", pdt)?;
     let tp = tmp.ptr();
     launch!(cu, "reduce.cu", format!("reduce_rows_{ps}"), cfg_rows(rows, 256); &pp, &tp, &r, &n, &code)?;
-    finish(cu, tmp, out)
+    finish(cu, tmp, dt)
 }
 
-/// Reduces the leading `rows` of a contiguous `[rows, cols]` view at `xp` into `out[cols]`.
-fn reduce_cols(cu: &Cuda, xp: u64, dt: DType, out: &CudaStorage, rows: usize, cols: usize, code: i32) -> Result<()> {
+/// Reduces the leading `rows` of a contiguous `[rows, cols]` view at `xp` to `[cols]`.
+fn reduce_cols(cu: &Cuda, xp: u64, dt: DType, rows: usize, cols: usize, code: i32) -> Result<CudaStorage> {
     let sx = sfx("reduce", dt)?;
     let tiles = cols.div_ceil(256);
     if tiles >= TARGET_BLOCKS / 4 || rows < 64 {
+        let out = cu.alloc(dt, cols)?;
         let (yp, r, c) = (out.ptr(), rows as i64, cols as i64);
-        return launch!(cu, "reduce.cu", format!("reduce_cols_{sx}"), CudaDevice::cfg_1d(cols); &xp, &yp, &r, &c, &code);
+        launch!(cu, "reduce.cu", format!("reduce_cols_{sx}"), CudaDevice::cfg_1d(cols); &xp, &yp, &r, &c, &code)?;
+        return Ok(out);
     }
     let nc = rows.div_ceil(16).min(TARGET_BLOCKS.div_ceil(tiles)).max(2);
     let pdt = partial_dtype(dt);
@@ -134,7 +127,7 @@ fn reduce_cols(cu: &Cuda, xp: u64, dt: DType, out: &CudaStorage, rows: usize, co
     let ps = sfx("reduce", pdt)?;
     let tp = tmp.ptr();
     launch!(cu, "reduce.cu", format!("reduce_cols_{ps}"), CudaDevice::cfg_1d(cols); &pp, &tp, &n, &c, &code)?;
-    finish(cu, tmp, out)
+    finish(cu, tmp, dt)
 }
 
 /// Runs a row kernel along `axis`: moves the axis last, runs `row_kernel` over contiguous
