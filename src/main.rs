@@ -49,7 +49,8 @@ enum Cmd {
     },
     /// Sample a teacher (Heun) or a one-step generator into a PNG grid.
     Sample(SampleArgs),
-    /// FD-FMNIST of a teacher (Heun) or a one-step generator against the 10k test images.
+    /// FD-FMNIST of a teacher (Heun) or a one-step generator against the 10k test images;
+    /// with --inception, FID (Inception-v3 pool features) against them or an image folder.
     Eval(SampleArgs),
     /// Distil the shipped Fashion-MNIST teacher with SiD within minutes, write
     /// samples.png (teacher NFE 35 beside the one-step generator) and print FD-FMNIST.
@@ -162,6 +163,22 @@ struct SampleArgs {
     /// FD-FMNIST classifier weights (eval).
     #[arg(long, default_value = "assets/fd-fmnist-classifier.safetensors")]
     classifier: std::path::PathBuf,
+    /// Eval reports FID with these Inception-v3 weights (pytorch-fid's pt_inception
+    /// converted by tools/convert_inception.py) instead of FD-FMNIST.
+    #[arg(long)]
+    inception: Option<std::path::PathBuf>,
+    /// FID reference images: an image folder (default: the Fashion-MNIST test images).
+    #[arg(long)]
+    reference: Option<std::path::PathBuf>,
+    /// At most this many reference images.
+    #[arg(long, default_value_t = 10_000)]
+    reference_count: usize,
+    /// FID reference statistics cache: read when the file exists, written otherwise.
+    #[arg(long)]
+    stats: Option<std::path::PathBuf>,
+    /// Images per Inception batch.
+    #[arg(long, default_value_t = 50)]
+    batch: usize,
     /// cpu, cuda or cuda:N (defaults to SCORCH_DEVICE or cpu).
     #[arg(long)]
     device: Option<String>,
@@ -365,7 +382,10 @@ fn sample_cmd(a: &SampleArgs, eval: bool) -> Result<(), scorch::models::Error> {
         Some(p) => format!("one-step generator {}", p.display()),
         None => format!("teacher {} (Heun, NFE {})", a.teacher.display(), 2 * a.steps - 1),
     };
-    if eval {
+    if eval && a.inception.is_some() {
+        let fid = fid_eval(a, &images)?;
+        println!("FID {fid:.3} ({} samples of the {what}; Inception-v3 pool features)", a.count);
+    } else if eval {
         let test = fmnist_32(&fmnist_dir(), Split::Test, 0)?;
         let fd = FdFmnist::new(&a.classifier, test.images())?;
         println!("FD-FMNIST {:.3} ({} samples of the {what}, vs the 10k test images)", fd.distance(&images)?, a.count);
@@ -375,6 +395,50 @@ fn sample_cmd(a: &SampleArgs, eval: bool) -> Result<(), scorch::models::Error> {
         println!("{} samples of the {what} → {}", a.count, a.out.display());
     }
     Ok(())
+}
+
+/// FID of `images` with `--inception` weights against the reference statistics: the
+/// `--stats` cache when it exists, else computed from `--reference` (an image folder) or the
+/// Fashion-MNIST test images, and cached when `--stats` names a file.
+fn fid_eval(a: &SampleArgs, images: &scorch::Tensor) -> Result<f64, scorch::models::Error> {
+    use scorch::models::data::folder::{load_image_folder, FolderOptions};
+    use scorch::models::data::idx::{fmnist_dir, Split};
+    use scorch::models::edm::train::fmnist_32;
+    use scorch::models::metrics::inception::{load_stats, save_stats, Fid, InceptionV3, INCEPTION_STATS};
+    let weights =
+        a.inception.as_deref().ok_or_else(|| scorch::models::Error::Config("FID needs --inception WEIGHTS".into()))?;
+    let net = InceptionV3::load(weights)?;
+    let cached = a.stats.as_ref().filter(|p| p.exists());
+    let stats = match cached {
+        Some(p) => {
+            eprintln!("FID reference statistics from {}", p.display());
+            load_stats(p, INCEPTION_STATS)?
+        }
+        None => {
+            let reference = match &a.reference {
+                Some(dir) => {
+                    let opt = FolderOptions {
+                        size: images.shape()[2],
+                        channels: images.shape()[1],
+                        limit: a.reference_count,
+                        ..FolderOptions::default()
+                    };
+                    load_image_folder(dir, &opt)?.data.images().clone()
+                }
+                None => fmnist_32(&fmnist_dir(), Split::Test, a.reference_count)?.images().clone(),
+            };
+            eprintln!("FID reference statistics of {} images …", reference.shape()[0]);
+            let reference = reference.to_device(scorch::engine::device::default_device())?;
+            let stats = Fid::stats(&net, &reference, a.batch)?;
+            if let Some(p) = &a.stats {
+                out_parent(p)?;
+                save_stats(&stats, INCEPTION_STATS, p)?;
+                eprintln!("cached them in {}", p.display());
+            }
+            stats
+        }
+    };
+    Fid::from_stats(net, stats, a.batch)?.distance(images)
 }
 
 fn quickstart_cmd(

@@ -52,8 +52,11 @@ pub fn frechet_from_stats(a: &FeatureStats, b: &FeatureStats) -> Result<f64, Met
     }
     let diff = (&a.mean - &b.mean).norm_squared();
     let s1 = sqrt_psd(&a.cov);
-    let inner = sqrt_psd(&(&s1 * &b.cov * &s1));
-    Ok(diff + a.cov.trace() + b.cov.trace() - 2.0 * inner.trace())
+    // tr((Σ₁^{1/2} Σ₂ Σ₁^{1/2})^{1/2}) is the sum of the square roots of that symmetric
+    // matrix's eigenvalues: no eigenvectors needed for the second decomposition.
+    let m = &s1 * &b.cov * &s1;
+    let inner: f64 = ((&m + m.transpose()) * 0.5).symmetric_eigenvalues().iter().map(|v| v.max(0.0).sqrt()).sum();
+    Ok(diff + a.cov.trace() + b.cov.trace() - 2.0 * inner)
 }
 
 /// Fréchet distance between two feature sets (rows of `d` values each).

@@ -1,13 +1,14 @@
 //! Sample-quality metrics, all computed in f64 on feature vectors (rows of a matrix):
 //! the Fréchet distance between Gaussian fits ([`frechet`]), k-NN precision / recall
 //! ([`precision_recall`]), and for 2-D toys the sliced Wasserstein distance and MMD
-//! ([`toy`]).
+//! ([`toy`]). FID proper (Inception-v3 pool features) is [`inception`].
 //!
 //! Naming: a Fréchet distance computed on scorch's own Fashion-MNIST classifier features is
 //! reported as FD-FMNIST, never as "FID" (FID means Inception-v3 pool features).
 
 pub mod fmnist_net;
 pub mod frechet;
+pub mod inception;
 pub mod precision_recall;
 pub mod toy;
 
