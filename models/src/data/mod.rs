@@ -4,4 +4,5 @@
 pub mod fmnist_tensor;
 pub mod folder;
 pub mod idx;
+pub mod loader;
 pub mod toy2d;

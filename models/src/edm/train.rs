@@ -8,7 +8,9 @@ use super::precond::{EdmConfig, EdmPrecond};
 use super::sampler::EdmSampler;
 use super::{networks::SongUNetConfig, networks::UNetConfig};
 use crate::data::fmnist_tensor::{load_fmnist_tensors, PixelRange, TensorDataset};
-use crate::data::idx::{fmnist_dir, shuffled_indices, Split};
+use crate::data::folder::{list_image_folder, load_image_folder, FolderOptions, LazyFolder};
+use crate::data::idx::{fmnist_dir, Split};
+use crate::data::loader::{HostImages, Prefetcher, SampleSource};
 use crate::error::{Error, Result};
 use crate::optim::{load_checkpoint_with, save_checkpoint_with, Adam, AdamConfig, Ema, Optimizer};
 use crate::params::ParamStore;
@@ -17,6 +19,7 @@ use scorch_engine::safetensors_io::RawTensor;
 use scorch_engine::{no_grad, DType, Generator, Tensor};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 /// The network part of a recipe (a SongUNet DDPM++ at the data's resolution).
@@ -55,12 +58,27 @@ impl Default for ModelRecipe {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(default, deny_unknown_fields)]
 pub struct EdmRecipe {
-    /// Dataset: `fashion-mnist` (28×28 padded to 32×32, [−1, 1]).
+    /// Dataset: `fashion-mnist` (28×28 padded to 32×32, [−1, 1]) or `folder` (an image
+    /// folder at `data_dir`: one sub-folder per class, or images directly in it;
+    /// centre-cropped and resized to `resolution`, EDM's `dataset_tool.py` convention).
     pub dataset: String,
-    /// Data directory (default: SCORCH_FMNIST_DIR or the Debian package's path).
+    /// Data directory (Fashion-MNIST default: SCORCH_FMNIST_DIR or the Debian package's
+    /// path; required for `folder`).
     pub data_dir: Option<String>,
     /// Use only the first N training images (0 = all).
     pub limit_images: usize,
+    /// Image side (`folder`; Fashion-MNIST is 32). Must halve cleanly at every U-Net level.
+    pub resolution: usize,
+    /// Image channels, 1 or 3 (0 = the dataset's: Fashion-MNIST 1, `folder` 3).
+    pub channels: usize,
+    /// Classes for a conditional model (0 = the dataset's: Fashion-MNIST 10, `folder` its
+    /// sub-folder count). A run's resolved recipe.toml records the actual number.
+    pub num_classes: usize,
+    /// `folder` only: decode images while training instead of loading all at the start
+    /// (for sets larger than memory).
+    pub stream: bool,
+    /// Batches prepared ahead by a background thread (0 = on the training thread).
+    pub prefetch: usize,
     /// Class-conditional (one-hot labels).
     pub conditional: bool,
     /// Mirror each training image left-right with probability ½ (upstream CIFAR-10:
@@ -107,6 +125,11 @@ impl Default for EdmRecipe {
             dataset: "fashion-mnist".into(),
             data_dir: None,
             limit_images: 0,
+            resolution: 32,
+            channels: 0,
+            num_classes: 0,
+            stream: false,
+            prefetch: 2,
             conditional: false,
             xflip: false,
             model: ModelRecipe::default(),
@@ -134,8 +157,29 @@ impl EdmRecipe {
     /// Checks values a run cannot work with, naming the field.
     pub fn validate(&self) -> Result<()> {
         let bad = |f: &str, why: &str| Err(Error::Config(format!("recipe field `{f}`: {why}")));
-        if self.dataset != "fashion-mnist" {
-            return bad("dataset", "only `fashion-mnist` is supported so far");
+        match self.dataset.as_str() {
+            "fashion-mnist" => {
+                if self.resolution != 32 || !matches!(self.channels, 0 | 1) || !matches!(self.num_classes, 0 | 10) {
+                    return bad("resolution", "Fashion-MNIST is 32×32 (28 padded), 1 channel, 10 classes");
+                }
+                if self.stream {
+                    return bad("stream", "only for `folder` datasets");
+                }
+            }
+            "folder" => {
+                if self.data_dir.is_none() {
+                    return bad("data_dir", "`folder` needs the image folder's path");
+                }
+                if !matches!(self.channels, 0 | 1 | 3) {
+                    return bad("channels", "must be 1 or 3");
+                }
+            }
+            _ => return bad("dataset", "must be `fashion-mnist` or `folder`"),
+        }
+        let levels = self.model.channel_mult.len().max(1) as u32;
+        let step = 1usize << (levels - 1);
+        if self.resolution < step || !self.resolution.is_multiple_of(step) {
+            return bad("resolution", &format!("must be a positive multiple of {step} for {levels} U-Net levels"));
         }
         if self.batch == 0 || self.accumulate == 0 || self.batch % self.accumulate != 0 {
             return bad("batch", "must be positive and divisible by `accumulate`");
@@ -149,17 +193,90 @@ impl EdmRecipe {
         Ok(())
     }
 
+    /// Image channels (resolving 0 to the dataset's).
+    pub fn image_channels(&self) -> usize {
+        match (self.channels, self.dataset.as_str()) {
+            (0, "fashion-mnist") => 1,
+            (0, _) => 3,
+            (c, _) => c,
+        }
+    }
+
+    /// Classes of a conditional model (0 resolves to 10 for Fashion-MNIST; a `folder`
+    /// run resolves it from the folder before training, see [`EdmRecipe::resolve`]).
+    pub fn classes(&self) -> usize {
+        match (self.num_classes, self.dataset.as_str()) {
+            (0, "fashion-mnist") => 10,
+            (n, _) => n,
+        }
+    }
+
+    /// Fills the fields left to the dataset (channels, class count) with actual values,
+    /// reading a folder's class list; the resolved recipe is what a run records.
+    pub fn resolve(&self) -> Result<EdmRecipe> {
+        self.validate()?;
+        let mut r = self.clone();
+        r.channels = self.image_channels();
+        if self.dataset == "folder" && self.conditional {
+            let dir = PathBuf::from(self.data_dir.as_deref().unwrap_or_default());
+            let (_, classes) = list_image_folder(&dir, self.limit_images)?;
+            if classes.len() < 2 {
+                return Err(Error::Config(format!(
+                    "recipe field `conditional`: image folder {} has {} class sub-folders (a conditional model needs ≥ 2)",
+                    dir.display(),
+                    classes.len()
+                )));
+            }
+            if self.num_classes != 0 && self.num_classes != classes.len() {
+                return Err(Error::Config(format!(
+                    "recipe field `num_classes`: {} but image folder {} has {} class sub-folders",
+                    self.num_classes,
+                    dir.display(),
+                    classes.len()
+                )));
+            }
+            r.num_classes = classes.len();
+        } else {
+            r.num_classes = self.classes();
+        }
+        Ok(r)
+    }
+
+    /// The training images as a sample source for the prefetcher.
+    pub fn source(&self) -> Result<Arc<dyn SampleSource>> {
+        match self.dataset.as_str() {
+            "fashion-mnist" => {
+                let dir = self.data_dir.as_ref().map(PathBuf::from).unwrap_or_else(fmnist_dir);
+                Ok(Arc::new(HostImages::from_dataset(&fmnist_32(&dir, Split::Train, self.limit_images)?)?))
+            }
+            _ => {
+                let dir = PathBuf::from(self.data_dir.as_deref().unwrap_or_default());
+                let opt = FolderOptions {
+                    size: self.resolution,
+                    channels: self.image_channels(),
+                    limit: self.limit_images,
+                    ..FolderOptions::default()
+                };
+                if self.stream {
+                    Ok(Arc::new(LazyFolder::open(&dir, &opt)?))
+                } else {
+                    Ok(Arc::new(HostImages::from_dataset(&load_image_folder(&dir, &opt)?.data)?))
+                }
+            }
+        }
+    }
+
     /// The network configuration this recipe trains.
     pub fn edm_config(&self) -> EdmConfig {
         EdmConfig::new(UNetConfig::Song(SongUNetConfig {
-            label_dim: if self.conditional { 10 } else { 0 },
+            label_dim: if self.conditional { self.classes() } else { 0 },
             model_channels: self.model.model_channels,
             channel_mult: self.model.channel_mult.clone(),
             num_blocks: self.model.num_blocks,
             attn_resolutions: self.model.attn_resolutions.clone(),
             dropout: self.model.dropout,
             label_dropout: self.model.label_dropout,
-            ..SongUNetConfig::ddpmpp(32, 1)
+            ..SongUNetConfig::ddpmpp(self.resolution, self.image_channels())
         }))
     }
 }
@@ -199,14 +316,22 @@ pub struct RunSummary {
 /// weights alone, for sampling), `metrics.jsonl`, `recipe.toml` and sample grids.
 /// Stops after `recipe.steps` steps in total (a resumed run continues to the same total).
 pub fn train_edm(recipe: &EdmRecipe, out: &Path, resume: bool, quiet: bool) -> Result<RunSummary> {
-    recipe.validate()?;
+    let recipe = &recipe.resolve()?;
     std::fs::create_dir_all(out).map_err(|e| Error::Output(format!("creating {}: {e}", out.display())))?;
     let resolved = toml::to_string_pretty(recipe).map_err(|e| Error::Output(format!("serialising the recipe: {e}")))?;
     std::fs::write(out.join("recipe.toml"), resolved)
         .map_err(|e| Error::Output(format!("writing recipe.toml: {e}")))?;
 
-    let dir = recipe.data_dir.as_ref().map(PathBuf::from).unwrap_or_else(fmnist_dir);
-    let data = fmnist_32(&dir, Split::Train, recipe.limit_images)?;
+    let source = recipe.source()?;
+    let pixels_per_image: usize = source.sample_shape().iter().product();
+    if source.sample_shape() != [recipe.image_channels(), recipe.resolution, recipe.resolution] {
+        return Err(Error::Config(format!(
+            "dataset images are {:?}, the recipe's network takes [{}, {r}, {r}]",
+            source.sample_shape(),
+            recipe.image_channels(),
+            r = recipe.resolution
+        )));
+    }
     let store = ParamStore::new(DType::F32, recipe.seed);
     let net = EdmPrecond::new(&store.root(), &recipe.edm_config())?;
     store.set_training(true);
@@ -241,7 +366,8 @@ pub fn train_edm(recipe: &EdmRecipe, out: &Path, resume: bool, quiet: bool) -> R
 
     let loss_fn = EdmLoss::default();
     let log = MetricsLog::open_resumed(out, st.step)?;
-    let n = data.len();
+    // Step s trains on samples s·batch … (s+1)·batch − 1 of the seeded order, built ahead.
+    let mut batches = Prefetcher::new(source, recipe.batch, recipe.seed, st.step, recipe.prefetch)?;
     let per_round = recipe.batch / recipe.accumulate;
     let pb = progress_bar(recipe.steps, st.step);
     if quiet {
@@ -254,19 +380,11 @@ pub fn train_edm(recipe: &EdmRecipe, out: &Path, resume: bool, quiet: bool) -> R
         let images_seen = st.step * recipe.batch as u64;
         let mut loss_sum = 0.0;
         opt.zero_grad();
+        let (xs, ys) = batches.next_batch()?.to_tensors()?;
         for round in 0..recipe.accumulate {
-            // Stateless data order: sample k of the run is position k % n of epoch k / n.
-            let first = images_seen + (round * per_round) as u64;
-            let idx: Vec<usize> = (0..per_round as u64)
-                .map(|j| {
-                    let k = first + j;
-                    let perm = shuffled_indices(n, recipe.seed, k / n as u64);
-                    perm[(k % n as u64) as usize]
-                })
-                .collect();
-            let (x, y) = data.gather(&idx)?;
+            let (x, y) = (xs.narrow(0, round * per_round, per_round)?, ys.narrow(0, round * per_round, per_round)?);
             let x = if recipe.xflip { crate::data::folder::random_hflip(&x, &st.noise)? } else { x };
-            let labels = if recipe.conditional { Some(y.one_hot(10, DType::F32)?) } else { None };
+            let labels = if recipe.conditional { Some(y.one_hot(recipe.num_classes, DType::F32)?) } else { None };
             let loss = loss_fn.loss(&net, &x, labels.as_ref(), &st.noise)?;
             let total = loss.sum_all()?;
             loss_sum += total.item()?;
@@ -288,7 +406,7 @@ pub fn train_edm(recipe: &EdmRecipe, out: &Path, resume: bool, quiet: bool) -> R
         let seen = st.step * recipe.batch as u64;
         ema.set_beta(Ema::edm_beta(recipe.ema_halflife_images, recipe.batch, seen, Some(recipe.ema_rampup_ratio)))?;
         ema.update()?;
-        last_loss = loss_sum / (recipe.batch * data.images().numel() / n) as f64;
+        last_loss = loss_sum / (recipe.batch * pixels_per_image) as f64;
         pb.set_position(st.step);
         pb.set_message(format!("loss {last_loss:.4}"));
         if st.step % recipe.log_every == 0 || st.step == recipe.steps {
@@ -328,10 +446,11 @@ fn sample_grid_current(net: &EdmPrecond, recipe: &EdmRecipe, path: &Path) -> Res
     net.store().set_training(false);
     let gen = Generator::new(recipe.seed.wrapping_add(7));
     let n = recipe.sample_count;
-    let z = Tensor::randn(&[n, 1, 32, 32], DType::F32, &gen)?;
+    let (c, r, k) = (recipe.image_channels(), recipe.resolution, recipe.classes());
+    let z = Tensor::randn(&[n, c, r, r], DType::F32, &gen)?;
     let labels = if recipe.conditional {
-        let cls: Vec<i64> = (0..n as i64).map(|i| i % 10).collect();
-        Some(Tensor::from_vec(cls, &[n])?.one_hot(10, DType::F32)?)
+        let cls: Vec<i64> = (0..n as i64).map(|i| i % k as i64).collect();
+        Some(Tensor::from_vec(cls, &[n])?.one_hot(k, DType::F32)?)
     } else {
         None
     };

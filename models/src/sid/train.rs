@@ -471,13 +471,14 @@ pub fn evaluator(recipe: &SidRecipe, data_dir: &Path) -> Result<Option<FdFmnist>
     Ok(Some(FdFmnist::new(path, test.images())?))
 }
 
-/// Labels for `n` evaluation samples: classes 0..9 in turn (a conditional teacher).
-pub fn eval_labels(n: usize, conditional: bool) -> Result<Option<Tensor>> {
-    if !conditional {
+/// One-hot labels `0, 1, …, classes − 1, 0, …` for `n` evaluation samples (`None` for 0
+/// classes, an unconditional model).
+pub fn eval_labels(n: usize, classes: usize) -> Result<Option<Tensor>> {
+    if classes == 0 {
         return Ok(None);
     }
-    let cls: Vec<i64> = (0..n as i64).map(|i| i % 10).collect();
-    Ok(Some(Tensor::from_vec(cls, &[n])?.one_hot(10, DType::F32)?))
+    let cls: Vec<i64> = (0..n as i64).map(|i| i % classes as i64).collect();
+    Ok(Some(Tensor::from_vec(cls, &[n])?.one_hot(classes, DType::F32)?))
 }
 
 fn eval_fd<N: super::DistillNet>(
@@ -503,7 +504,27 @@ pub fn one_step_samples<N: super::DistillNet>(
 /// `n` one-step samples of a generator network (e.g. loaded from `generator.safetensors`).
 pub fn generator_samples(g: &EdmPrecond, loss: &SidLoss, n: usize, seed: u64, conditional: bool) -> Result<Tensor> {
     let _ng = no_grad();
-    batched_samples(n, seed, conditional, |z, l| loss.generate(g, z, l))
+    batched_samples_of(n, seed, SampleShape::of(g, conditional), |z, l| loss.generate(g, z, l))
+}
+
+/// What a network samples: `[C, H, W]` and its number of classes (0: unconditional).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SampleShape {
+    pub chw: [usize; 3],
+    pub classes: usize,
+}
+
+impl SampleShape {
+    /// Fashion-MNIST as EDM sees it: `[1, 32, 32]`, 10 classes when conditional.
+    pub fn fmnist(conditional: bool) -> SampleShape {
+        SampleShape { chw: [1, 32, 32], classes: if conditional { 10 } else { 0 } }
+    }
+
+    /// The images and labels `net` was built for.
+    pub fn of(net: &EdmPrecond, conditional: bool) -> SampleShape {
+        let r = net.img_resolution();
+        SampleShape { chw: [net.img_channels(), r, r], classes: if conditional { net.label_dim() } else { 0 } }
+    }
 }
 
 /// Calls `f(z, labels)` on batches of ≤ 250 fresh `z [b, 1, 32, 32]` from `seed` (labels
@@ -512,15 +533,26 @@ pub fn batched_samples(
     n: usize,
     seed: u64,
     conditional: bool,
+    f: impl FnMut(&Tensor, Option<&Tensor>) -> Result<Tensor>,
+) -> Result<Tensor> {
+    batched_samples_of(n, seed, SampleShape::fmnist(conditional), f)
+}
+
+/// [`batched_samples`] for any image shape and class count.
+pub fn batched_samples_of(
+    n: usize,
+    seed: u64,
+    shape: SampleShape,
     mut f: impl FnMut(&Tensor, Option<&Tensor>) -> Result<Tensor>,
 ) -> Result<Tensor> {
     let gen = Generator::new(seed);
-    let labels = eval_labels(n, conditional)?;
+    let labels = eval_labels(n, shape.classes)?;
+    let [c, h, w] = shape.chw;
     let mut parts = Vec::new();
     let mut i = 0;
     while i < n {
         let b = 250.min(n - i);
-        let z = Tensor::randn(&[b, 1, 32, 32], DType::F32, &gen)?;
+        let z = Tensor::randn(&[b, c, h, w], DType::F32, &gen)?;
         let l = labels.as_ref().map(|l| l.narrow(0, i, b)).transpose()?;
         parts.push(f(&z, l.as_ref())?);
         i += b;
@@ -545,5 +577,7 @@ pub fn teacher_samples(net: &EdmPrecond, n: usize, steps: usize, seed: u64, cond
     let sampler = EdmSampler { num_steps: steps, ..EdmSampler::default() };
     let _ng = no_grad();
     let gen = Generator::new(seed.wrapping_add(1));
-    batched_samples(n, seed, conditional, |z, l| Ok(sampler.sample(net, z, l, &gen)?.cast(DType::F32)?))
+    batched_samples_of(n, seed, SampleShape::of(net, conditional), |z, l| {
+        Ok(sampler.sample(net, z, l, &gen)?.cast(DType::F32)?)
+    })
 }
