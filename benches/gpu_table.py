@@ -14,6 +14,7 @@ TARGETS = {
     "softmax_f32_16384x4096": "≥ 0.8 of copy",
     "sid_loss_fwd_bwd": "ratio ≥ 3",
     "beta_kl_fwd_4M": "ratio ≥ 3",
+    "beta_kl_klub_fwd_4M": "",
     "attn_bf16_fwd": "ratio ≥ 0.5",
     "attn_bf16_fwd_bwd": "ratio ≥ 0.4",
     "conv3x3_bf16_fwd_bwd": "ratio ≥ 0.5",

@@ -93,6 +93,13 @@ def main():
     row("sid_loss_fwd_bwd", median_ms(sid_fb))
     a = [torch.rand(1 << 22, device=dev) * 20 + 0.5 for _ in range(4)]
     row("beta_kl_fwd_4M", median_ms(lambda: beta_kl(*a)))
+    # The KLUB regime (eta = 1e4), same distribution as scorch's case.
+    n = 1 << 22
+    at, gap, x = torch.rand(n, device=dev) * 0.8 + 0.1, torch.rand(n, device=dev) * 0.05 + 1e-4, torch.rand(n, device=dev) * 0.8 + 0.1
+    a_s, xh = torch.clamp(at + gap, max=0.999), x * (1 + (torch.rand(n, device=dev) - 0.5) * 1e-3)
+    ca, cb = 1e4 * (a_s - at), -1e4 * a_s
+    k = [ca * xh, 1e4 + cb * xh, ca * x, 1e4 + cb * x]
+    row("beta_kl_klub_fwd_4M", median_ms(lambda: beta_kl(*k)))
     ma, mb = (torch.randn(4096, 4096, device=dev, dtype=torch.bfloat16) for _ in range(2))
     ms = median_ms(lambda: ma @ mb)
     row("matmul_bf16_4096", ms, f"{2 * 4096 ** 3 / ms / 1e9:.1f} TFLOP/s")

@@ -127,6 +127,32 @@ pub fn run(ordinal: usize, filter: Option<&str>) -> R<()> {
         })?;
         Ok((ms, String::new()))
     });
+    // The KLUB regime of Beta diffusion (η = 1e4): parameters ~1e4, KLs ~1e-8..1e-2, where
+    // the lnΓ/ψ composition cancels catastrophically in f32 (PyTorch's composition answers
+    // with rounding noise there; scorch's f32 path does not).
+    case!("beta_kl_klub_fwd_4M", {
+        let m = 1 << 22;
+        let u = |lo, hi, seed| -> R<Vec<f32>> {
+            let (t, l) = rand_in(&cu, DType::F32, m, lo, hi, seed)?;
+            Ok(t.to_cpu().map_err(e)?.to_f64_vec(&l).into_iter().map(|v| v as f32).collect())
+        };
+        let (at, gap, x, jitter) = (u(0.1, 0.9, 30)?, u(1e-4, 0.05, 31)?, u(0.1, 0.9, 32)?, u(-5e-4, 5e-4, 33)?);
+        let eta = 1e4f32;
+        let mut host = [vec![0f32; m], vec![0f32; m], vec![0f32; m], vec![0f32; m]];
+        for i in 0..m {
+            let (as_, xh) = ((at[i] + gap[i]).min(0.999), x[i] * (1.0 + jitter[i]));
+            let (ca, cb) = (eta * (as_ - at[i]), -eta * as_);
+            for (k, v) in [ca * xh, eta + cb * xh, ca * x[i], eta + cb * x[i]].into_iter().enumerate() {
+                host[k][i] = v;
+            }
+        }
+        let l = Layout::contiguous(&[m]);
+        let p: Vec<_> =
+            host.iter().map(|h| cu.upload(&scorch::ops::CpuStorage::F32(h.clone())).map_err(e)).collect::<R<_>>()?;
+        let ms =
+            median_ms(&cu, || cu.beta_kl([(&p[0], &l), (&p[1], &l), (&p[2], &l), (&p[3], &l)]).map(|_| ()).map_err(e))?;
+        Ok((ms, String::new()))
+    });
     case!("matmul_bf16_4096", {
         let (a, la) = randn(&cu, DType::BF16, &[4096, 4096], 30)?;
         let (b, lb) = randn(&cu, DType::BF16, &[4096, 4096], 31)?;

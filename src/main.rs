@@ -576,6 +576,9 @@ fn check_ops_device(ops: &[OpInfo], samples: u64, device: Device) -> ExitCode {
 
 fn cuda_check(device: &str) -> ExitCode {
     use scorch::cuda::{cuda_status, nvrtc_available, CudaDevice, CudaStatus};
+    // NaN-fill new device buffers (read once by the backend), so an element a kernel
+    // fails to write cannot pass a check.
+    std::env::set_var("SCORCH_CUDA_POISON", "1");
     let ordinal = match Device::parse(device) {
         Ok(Device::Cuda(i)) => i,
         _ => {

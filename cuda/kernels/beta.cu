@@ -1,6 +1,8 @@
 // Beta Diffusion's log-density pieces (../shared/spec/tarflow-beta.md §B5): the Beta KL via
-// Gamma KLs and the mixed KLUB with its Bregman-form gradient. Everything is evaluated in
-// double: with eta = 1e4 the lgamma terms are ~8e4 while useful KLs are ~1e-6 (§B5.5).
+// Gamma KLs and the mixed KLUB with its Bregman-form gradient. With eta = 1e4 the lgamma
+// terms are ~8e4 while useful KLs are ~1e-6 (§B5.5), so the lnΓ/ψ forms are evaluated in
+// double; the f32 Beta KL first tries a cancellation-free f32 form (below), which answers
+// nearly every element to 1e-5 relative, and sends the rest to double.
 
 // ln Γ(x) for finite x > 0, and ψ(x) when dg is given, sharing one shift and one log: the
 // recurrence moves x to z = x + n >= 10 with P = Π (x + k) and Σ 1/(x + k) = num / P, then
@@ -30,6 +32,111 @@ __device__ __forceinline__ double kl_gamma(double a1, double a2) {
 }
 __device__ __forceinline__ double kl_beta(double a1, double b1, double a2, double b2) {
     return kl_gamma(a1, a2) + kl_gamma(b1, b2) - kl_gamma(a1 + b1, a2 + b2);
+}
+
+// ---- f32 Beta KL without cancellation (mirrors ops/src/beta_f32.rs; see its docs) ----
+// G(x1, x1 + d) = lnΓ(x1 + d) − lnΓ(x1) − d ψ(x1) as a sum of non-negative Bregman pieces,
+// and the three Gamma KLs of a Beta KL combined with their leading Stirling parts folded
+// into (z_a + z_b + d) · KL(Bernoulli ‖ Bernoulli). Answers when its error bound is below
+// 1e-5 · KL, else the caller evaluates that element in double.
+
+// w = u / (2 + u) for u = d / x, and S = atanh(w) − w, with ln(1 + u) from the end point.
+__device__ __forceinline__ void atanh_tail_f(float d, float x, float* u, float* w, float* s) {
+    *u = d / x;
+    float ww = d / (x + (x + d));
+    *w = ww;
+    if (fabsf(ww) <= 0.5f) {
+        float w2 = ww * ww, p = 1.0f / 23.0f;
+        p = p * w2 + 1.0f / 21.0f; p = p * w2 + 1.0f / 19.0f; p = p * w2 + 1.0f / 17.0f;
+        p = p * w2 + 1.0f / 15.0f; p = p * w2 + 1.0f / 13.0f; p = p * w2 + 1.0f / 11.0f;
+        p = p * w2 + 1.0f / 9.0f;  p = p * w2 + 1.0f / 7.0f;  p = p * w2 + 1.0f / 5.0f;
+        p = p * w2 + 1.0f / 3.0f;
+        *s = ww * w2 * p;
+    } else {
+        *s = 0.5f * logf((x + d) / x) - ww;
+    }
+}
+// g(u) = u − ln(1 + u) and f(u) = (1 + u) ln(1 + u) − u at u = d / x.
+__device__ __forceinline__ float g_f(float d, float x) {
+    float u, w, s; atanh_tail_f(d, x, &u, &w, &s);
+    return u * w - 2.0f * s;
+}
+__device__ __forceinline__ float f_f(float d, float x) {
+    float u, w, s; atanh_tail_f(d, x, &u, &w, &s);
+    return u * w + 2.0f * ((x + d) / x) * s;
+}
+__device__ __forceinline__ int shifts_f(float x1, float d) {
+    float m = fminf(x1, x1 + d);
+    return m >= 5.0f ? 0 : (int)ceilf(5.0f - m);
+}
+__device__ __forceinline__ float shift_sum_f(float x1, float d, int n) {
+    float acc = 0.0f;
+    for (int k = 0; k < n; ++k) acc += g_f(d, x1 + (float)k);
+    return acc;
+}
+// Horner for q_m(t) = Σ_{i<m} (m − i) t^i.
+__device__ __forceinline__ float q_f(int m, float t) {
+    float acc = 0.0f;
+    for (int i = m - 1; i >= 0; --i) acc = acc * t + (float)(m - i);
+    return acc;
+}
+// Bregman divergence of Stirling's remainder (through 1/(1188 z^9)) from z to z + d.
+__device__ __forceinline__ float stirling_tail_f(float z, float d) {
+    float u = d / z, t = z / (z + d), r = 1.0f / z, r2 = r * r;
+    float series = q_f(1, t) / 12.0f - r2 * (q_f(3, t) / 360.0f - r2 * (q_f(5, t) / 1260.0f
+                 - r2 * (q_f(7, t) / 1680.0f - r2 * (q_f(9, t) / 1188.0f))));
+    return u * u * t * r * series;
+}
+__device__ __forceinline__ bool in_fast_range(float x) { return x >= 1e-4f && x <= 1e6f; }
+
+__device__ bool kl_beta_fast_f(float a1, float b1, float a2, float b2, float* out) {
+    float s1 = a1 + b1, s2 = a2 + b2;
+    if (!(in_fast_range(a1) && in_fast_range(b1) && in_fast_range(a2) && in_fast_range(b2)
+          && in_fast_range(s1) && in_fast_range(s2))) return false;
+    float da = a2 - a1, db = b2 - b1, ds = da + db;
+    int na = shifts_f(a1, da), nb = shifts_f(b1, db);
+    float za = a1 + (float)na, zb = b1 + (float)nb, zs = za + zb;
+    float z2 = (za + da) + (zb + db);
+    float w = za * db;
+    float num = fmaf(da, zb, -w) - fmaf(za, db, -w);
+    float delta = num / (zs * z2);
+    float p1 = za / zs, q1 = zb / zs;
+    float lead = z2 * (p1 * f_f(delta, p1) + q1 * f_f(-delta, q1));
+    float sa = shift_sum_f(a1, da, na), sb = shift_sum_f(b1, db, nb), ss = shift_sum_f(s1, ds, na + nb);
+    float ga = g_f(da, za), gb = g_f(db, zb), gs = g_f(ds, zs);
+    float ma = stirling_tail_f(za, da), mb = stirling_tail_f(zb, db), ms = stirling_tail_f(zs, ds);
+    float kl = lead + (sa + sb - ss) + 0.5f * (ga + gb - gs) + (ma + mb - ms);
+    float size = lead + sa + sb + ss + 0.5f * (ga + gb + gs) + fabsf(ma) + fabsf(mb) + fabsf(ms);
+    if (size == 0.0f) { *out = 0.0f; return true; }
+    *out = kl;
+    return 8.0f * 1.1920929e-7f * size <= 1e-5f * kl;
+}
+
+// f32 Beta KL: the f32 path where it can answer; the other elements' indices are appended
+// (one atomic per warp) to `list` for beta_kl_f32_fallback, which evaluates them in double.
+extern "C" __global__ void beta_kl_f32(const float* a1, const float* b1, const float* a2, const float* b2,
+                                       float* y, i64 n, unsigned long long* count, long long* list) {
+    GRID_LOOP(i, n) {
+        float v;
+        bool ok = kl_beta_fast_f(a1[i], b1[i], a2[i], b2[i], &v);
+        if (ok) y[i] = v;
+        unsigned mask = __ballot_sync(__activemask(), !ok);
+        if (!ok) {
+            int lane = threadIdx.x & 31, leader = __ffs(mask) - 1;
+            unsigned long long base = 0;
+            if (lane == leader) base = atomicAdd(count, (unsigned long long)__popc(mask));
+            base = __shfl_sync(mask, base, leader);
+            list[base + __popc(mask & ((1u << lane) - 1u))] = (long long)i;
+        }
+    }
+}
+extern "C" __global__ void beta_kl_f32_fallback(const float* a1, const float* b1, const float* a2, const float* b2,
+                                                float* y, const unsigned long long* count, const long long* list) {
+    i64 m = (i64)*count;
+    GRID_LOOP(j, m) {
+        i64 i = list[j];
+        y[i] = (float)kl_beta((double)a1[i], (double)b1[i], (double)a2[i], (double)b2[i]);
+    }
 }
 
 // log Beta(x; a, b) density, for likelihood-style uses.
@@ -91,7 +198,6 @@ extern "C" __global__ void NAME(const T* xh, const T* x, const double* as, const
     }                                                                                            \
 }
 
-BETA_KL(beta_kl_f32, float, load_f, store_f)
 BETA_KL(beta_kl_f64, double, load_f, store_f)
 BETA_KL_BWD(beta_kl_bwd_f32, float, load_f, store_f)
 BETA_KL_BWD(beta_kl_bwd_f64, double, load_f, store_f)

@@ -248,28 +248,64 @@ pub fn run_checks(dev: &CudaDevice) -> Result<Vec<Check>, CudaError> {
         });
     }
 
-    // Beta KL.
+    // Beta KL (f32: the cancellation-free f32 path plus its double fallback pass), on
+    // ordinary parameters and in the KLUB regime (η = 1e4: parameters ~1e4, KLs ~1e-8..1e-2).
     {
+        use crate::backend::Cuda;
+        use scorch_ops::kernels::Kernels;
+        let cu = Cuda { dev: CudaDevice::get(dev.ordinal)? };
+        let e = |x: scorch_ops::Error| CudaError::Driver { what: "beta KL check".into(), detail: x.to_string() };
         let n = 1 << 16;
         let mk = |s| -> Vec<f32> { randn(n, s).iter().map(|v| 0.5 + 10.0 * v.abs()).collect() };
-        let (a1, b1, a2, b2) = (mk(8), mk(9), mk(10), mk(11));
+        let general = [mk(8), mk(9), mk(10), mk(11)];
+        let (u, v, w) = (randn(n, 12), randn(n, 13), randn(n, 14));
+        let mut klub = [Vec::new(), Vec::new(), Vec::new(), Vec::new()];
+        for i in 0..n {
+            let (eta, at) = (1e4f64, 0.5 + 0.4 * (u[i] as f64).tanh());
+            let as_ = (at + 0.01 * (1.0 + (v[i] as f64).tanh())).min(0.999);
+            let x = 0.5 + 0.4 * (w[i] as f64).tanh();
+            let xh = x * (1.0 + 1e-3 * (u[i] as f64 * 7.0).sin());
+            let (ca, cb) = (eta * (as_ - at), -eta * as_);
+            for (k, val) in [ca * xh, eta + cb * xh, ca * x, eta + cb * x].into_iter().enumerate() {
+                klub[k].push(val as f32);
+            }
+        }
         let l = Layout::contiguous(&[n]);
-        let ds = [c.up(&a1)?, c.up(&b1)?, c.up(&a2)?, c.up(&b2)?];
-        let mut y = c.poisoned(n)?;
-        let f = dev.function("beta.cu", "beta_kl_f32")?;
-        let nn = n as i64;
-        let ((), ms) = c.timed(|| {
-            let mut lb = dev.stream.launch_builder(&f);
-            lb.arg(&ds[0]).arg(&ds[1]).arg(&ds[2]).arg(&ds[3]).arg(&mut y).arg(&nn);
-            // SAFETY: argument types match `beta_kl_f32`.
-            drv("beta_kl_f32", unsafe { lb.launch(CudaDevice::cfg_1d(n)) }).map(|_| ())
-        })?;
-        let got = to_f64(&c.down(&y)?);
-        let st = |v: &Vec<f32>| CpuStorage::F32(v.clone());
-        let want = cpu::fused::beta_kl([(&st(&a1), &l), (&st(&b1), &l), (&st(&a2), &l), (&st(&b2), &l)])
-            .map_err(op_err)?
-            .to_f64_vec(&l);
-        out.push(Check { name: "beta KL f32 (64K)".into(), max_err: max_rel_err(&got, &want), tol: 1e-5, millis: ms });
+        for (name, args, atol) in
+            [("beta KL f32 (64K)", &general, 0.0), ("beta KL f32, KLUB regime (64K)", &klub, 1e-9)]
+        {
+            let cpu_args: Vec<CpuStorage> = args.iter().map(|a| CpuStorage::F32(a.clone())).collect();
+            let ds: Vec<_> = cpu_args.iter().map(|a| cu.upload(a).map_err(e)).collect::<Result<_, _>>()?;
+            let t = Instant::now();
+            let y = cu.beta_kl([(&ds[0], &l), (&ds[1], &l), (&ds[2], &l), (&ds[3], &l)]).map_err(e)?;
+            dev.synchronize()?;
+            let ms = t.elapsed().as_secs_f64() * 1e3;
+            let got = y.to_cpu().map_err(e)?.to_f64_vec(&l);
+            let want =
+                cpu::fused::beta_kl([(&cpu_args[0], &l), (&cpu_args[1], &l), (&cpu_args[2], &l), (&cpu_args[3], &l)])
+                    .map_err(op_err)?
+                    .to_f64_vec(&l);
+            // Relative to the value itself (KLUB KLs are tiny); `atol` covers the f64 CPU
+            // reference's own cancellation error there (lnΓ(1e4) ≈ 8e4 at f64 precision).
+            let err = got
+                .iter()
+                .zip(&want)
+                .map(|(g, w)| {
+                    let r = (g - w).abs() / (w.abs() + atol / 1e-5);
+                    if r.is_nan() {
+                        f64::INFINITY
+                    } else {
+                        r
+                    }
+                })
+                .fold(0.0, f64::max);
+            out.push(Check {
+                name: name.into(),
+                max_err: if err.is_nan() { f64::INFINITY } else { err },
+                tol: 1e-5,
+                millis: ms,
+            });
+        }
     }
 
     // Patch embedding.

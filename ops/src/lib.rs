@@ -3,6 +3,7 @@
 //! What a kernel computes: dtypes, strided layouts, the [`Kernels`] trait and the rayon CPU
 //! reference kernels. Knows nothing of gradients; the engine composes these primitives.
 
+pub mod beta_f32;
 pub mod dtype;
 pub mod error;
 pub mod layout;

@@ -175,7 +175,18 @@ pub fn beta_kl(cu: &Cuda, p: [View<CudaStorage>; 4]) -> Result<CudaStorage> {
     let y = cu.alloc(dt, n)?;
     if n > 0 {
         let (a1, b1, a2, b2, yp, ni) = (c[0].ptr(), c[1].ptr(), c[2].ptr(), c[3].ptr(), y.ptr(), n as i64);
-        launch!(cu, "beta.cu", format!("beta_kl_{sx}"), CudaDevice::cfg_1d(n); &a1, &b1, &a2, &b2, &yp, &ni)?;
+        if dt == DType::F32 {
+            // f32 where its error bound allows (ops::beta_f32), the rest in double by a
+            // second pass over the appended indices; one thread per 32 elements suffices
+            // there (a few percent of the elements on ordinary inputs).
+            let (count, list) = (cu.zeros(DType::I64, 1)?, cu.alloc(DType::I64, n)?);
+            let (cp, lp) = (count.ptr(), list.ptr());
+            launch!(cu, "beta.cu", "beta_kl_f32", CudaDevice::cfg_1d(n); &a1, &b1, &a2, &b2, &yp, &ni, &cp, &lp)?;
+            launch!(cu, "beta.cu", "beta_kl_f32_fallback", CudaDevice::cfg_1d(n.div_ceil(32));
+                &a1, &b1, &a2, &b2, &yp, &cp, &lp)?;
+        } else {
+            launch!(cu, "beta.cu", format!("beta_kl_{sx}"), CudaDevice::cfg_1d(n); &a1, &b1, &a2, &b2, &yp, &ni)?;
+        }
     }
     Ok(y)
 }
