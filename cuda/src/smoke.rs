@@ -344,6 +344,7 @@ pub fn run_checks(dev: &CudaDevice) -> Result<Vec<Check>, CudaError> {
     }
     attention_checks(dev, &mut out)?;
     optimizer_checks(dev, &mut out)?;
+    determinism_checks(dev, &mut out)?;
     Ok(out)
 }
 
@@ -525,4 +526,62 @@ fn attention_checks(dev: &CudaDevice, out: &mut Vec<Check>) -> Result<(), CudaEr
 
 fn op_err(e: scorch_ops::Error) -> CudaError {
     CudaError::Driver { what: "cpu reference".into(), detail: e.to_string() }
+}
+
+/// The deterministic mode: the bf16 conv weight gradient (B64 128→128 32×32, whose split
+/// reduction otherwise meets in atomics) and the bf16 attention backward (B4 H8 S1024 D64,
+/// flash dQ otherwise atomic) run twice each with `set_deterministic(true)` and must agree
+/// bit for bit (max_err = number of differing elements). Restores the mode it found.
+fn determinism_checks(dev: &CudaDevice, out: &mut Vec<Check>) -> Result<(), CudaError> {
+    use crate::backend::{deterministic, set_deterministic, Cuda};
+    use scorch_ops::kernels::Kernels;
+    let cu = Cuda { dev: CudaDevice::get(dev.ordinal)? };
+    let e = |x: scorch_ops::Error| CudaError::Driver { what: "determinism check".into(), detail: x.to_string() };
+    let was = deterministic();
+    set_deterministic(true);
+    let bits = |s: &crate::backend::CudaStorage| -> Result<Vec<u8>, CudaError> {
+        Ok(s.to_cpu().map_err(e)?.as_bytes().to_vec())
+    };
+    let differing = |a: &[u8], b: &[u8]| a.chunks(2).zip(b.chunks(2)).filter(|(x, y)| x != y).count() as f64;
+    let result = (|| -> Result<(), CudaError> {
+        let mk = |n: usize, seed: u64| cu.random(DType::BF16, n, seed, 0, RandDist::Normal(0.0, 1.0)).map_err(e);
+        let p = scorch_ops::cpu::conv::Conv2dParams { padding: [1, 1], ..Default::default() };
+        let (lx, ly) = (Layout::contiguous(&[64, 128, 32, 32]), Layout::contiguous(&[64, 128, 32, 32]));
+        let (x, gy) = (mk(64 * 128 * 1024, 90)?, mk(64 * 128 * 1024, 91)?);
+        let t = Instant::now();
+        let w1 = bits(&cu.conv2d_bwd_weight((&x, &lx), (&gy, &ly), [128, 128, 3, 3], p).map_err(e)?)?;
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        let w2 = bits(&cu.conv2d_bwd_weight((&x, &lx), (&gy, &ly), [128, 128, 3, 3], p).map_err(e)?)?;
+        out.push(Check {
+            name: "deterministic mode: conv wgrad bf16 twice".into(),
+            max_err: differing(&w1, &w2),
+            tol: 0.0,
+            millis: ms,
+        });
+        let sh = [4usize, 8, 1024, 64];
+        let l = Layout::contiguous(&sh);
+        let n = sh.iter().product();
+        let (q, k, v, go) = (mk(n, 92)?, mk(n, 93)?, mk(n, 94)?, mk(n, 95)?);
+        let (o, lse, _) = cu.attention_fwd((&q, &l), (&k, &l), (&v, &l), None, None, false).map_err(e)?;
+        let ll = Layout::contiguous(&sh[..3]);
+        let t = Instant::now();
+        let run = || -> Result<Vec<u8>, CudaError> {
+            let (dq, dk, dv) = cu
+                .attention_bwd((&q, &l), (&k, &l), (&v, &l), None, (&o, &l), (&lse, &ll), (&go, &l), None, false)
+                .map_err(e)?;
+            Ok([bits(&dq)?, bits(&dk)?, bits(&dv)?].concat())
+        };
+        let g1 = run()?;
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        let g2 = run()?;
+        out.push(Check {
+            name: "deterministic mode: attention bwd bf16 twice".into(),
+            max_err: differing(&g1, &g2),
+            tol: 0.0,
+            millis: ms,
+        });
+        Ok(())
+    })();
+    set_deterministic(was);
+    result
 }

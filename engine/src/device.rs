@@ -76,6 +76,18 @@ impl Device {
 
 static DEFAULT: std::sync::Mutex<Device> = std::sync::Mutex::new(Device::Cpu);
 
+/// CUDA's deterministic mode (`SCORCH_DETERMINISTIC=1` turns it on at start): kernels that
+/// would accumulate with order-varying atomics (the bf16/f16 conv weight gradient, the flash
+/// attention backward) take fixed-order paths, so a GPU run repeats bit for bit. Slower.
+pub fn set_deterministic(on: bool) {
+    scorch_cuda::set_deterministic(on)
+}
+
+/// Whether CUDA's deterministic mode is on.
+pub fn deterministic() -> bool {
+    scorch_cuda::deterministic()
+}
+
 /// The device new tensors are created on when none is named (CPU unless set).
 pub fn default_device() -> Device {
     *DEFAULT.lock().unwrap_or_else(|p| p.into_inner())

@@ -24,7 +24,8 @@
 //!    f32 buffer, then cast).
 //!
 //! The flash kernels are used whenever they apply, unless `SCORCH_ATTENTION=gemm` (read on
-//! every call) forces path 1.
+//! every call) forces path 1; the deterministic mode ([`super::deterministic`]) takes path 1
+//! for the backward only (its dQ has no atomics).
 
 use super::elementwise::cast;
 use super::matmul::{gemm, Mat};
@@ -146,6 +147,7 @@ fn flash_ok(g: &AttnGeom, dt: DType, masked: bool, bwd: bool) -> bool {
         && g.sq.div_ceil(32) <= 65_535
         && g.sk.div_ceil(64) <= 65_535
         && !gemm_forced()
+        && !(bwd && super::deterministic())
 }
 
 fn grid(x: usize, y: usize) -> LaunchConfig {

@@ -206,7 +206,12 @@ fn tc_bwd_weight(cu: &Cuda, x: &CudaStorage, gy: &CudaStorage, g: &ConvGeom) -> 
     let nt = p.div_ceil(TC_BK);
     // SCORCH_CONV_WGRAD_BLOCKS overrides the block target (a tuning knob for benchmarks).
     let target = std::env::var("SCORCH_CONV_WGRAD_BLOCKS").ok().and_then(|v| v.parse().ok()).unwrap_or(TC_WGRAD_BLOCKS);
-    let splits = target.max(1).div_ceil(tiles).min(nt.div_ceil(TC_WGRAD_MIN_TILES)).max(1);
+    // Split reductions meet in f32 atomics, whose order varies: one split in deterministic mode.
+    let splits = if super::deterministic() {
+        1
+    } else {
+        target.max(1).div_ceil(tiles).min(nt.div_ceil(TC_WGRAD_MIN_TILES)).max(1)
+    };
     let tps = nt.div_ceil(splits);
     let mut s = tc_shape(g);
     s.m = g.cout as i32;

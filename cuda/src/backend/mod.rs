@@ -54,6 +54,30 @@ macro_rules! launch {
 }
 pub(crate) use launch;
 
+/// 0: not read yet, 1: off, 2: on.
+static DETERMINISTIC: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8::new(0);
+
+/// Whether kernels that accumulate with float atomics in an order that varies between runs
+/// take a fixed-order path instead: the bf16/f16 conv weight gradient runs without its
+/// split reduction, and the attention backward takes the cuBLAS path instead of the flash
+/// kernel's atomic dQ. Slower; on from `SCORCH_DETERMINISTIC=1` or [`set_deterministic`].
+/// (index_add of f32 / bf16 still accumulates with f32 atomics; scatter_add with f64 ones.)
+pub fn deterministic() -> bool {
+    match DETERMINISTIC.load(Ordering::Relaxed) {
+        0 => {
+            let on = std::env::var("SCORCH_DETERMINISTIC").is_ok_and(|v| v == "1" || v == "true");
+            DETERMINISTIC.store(if on { 2 } else { 1 }, Ordering::Relaxed);
+            on
+        }
+        v => v == 2,
+    }
+}
+
+/// Turns the deterministic mode of [`deterministic`] on or off for the whole process.
+pub fn set_deterministic(on: bool) {
+    DETERMINISTIC.store(if on { 2 } else { 1 }, Ordering::Relaxed);
+}
+
 /// A CUDA error as a kernel error.
 pub(crate) fn err(e: CudaError) -> Error {
     Error::Msg(e.to_string())
