@@ -366,6 +366,12 @@ fn sample_cmd(a: &SampleArgs, eval: bool) -> Result<(), scorch::models::Error> {
     use scorch::models::sid::SidLoss;
     let teacher = load_teacher(&a.teacher)?;
     let cond = teacher.recipe.conditional;
+    let (res, ch) = (teacher.recipe.resolution, teacher.recipe.image_channels());
+    if eval && a.inception.is_none() && (res, ch) != (32, 1) {
+        return Err(scorch::models::Error::Config(format!(
+            "FD-FMNIST measures Fashion-MNIST-shaped images (1 × 32 × 32); this teacher makes {ch} × {res} × {res}: use --inception WEIGHTS (FID) with --reference IMAGE_DIR"
+        )));
+    }
     let images = match &a.generator {
         Some(path) => {
             let w = scorch::engine::safetensors_io::load(path)?;
