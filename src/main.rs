@@ -179,6 +179,10 @@ struct SampleArgs {
     /// Images per Inception batch.
     #[arg(long, default_value_t = 50)]
     batch: usize,
+    /// Eval also reports improved precision and recall (k-NN manifolds, k = 3) on the same
+    /// features, against as many reference images as samples (Inception: the reference set).
+    #[arg(long)]
+    precision_recall: bool,
     /// cpu, cuda or cuda:N (defaults to SCORCH_DEVICE or cpu).
     #[arg(long)]
     device: Option<String>,
@@ -389,12 +393,23 @@ fn sample_cmd(a: &SampleArgs, eval: bool) -> Result<(), scorch::models::Error> {
         None => format!("teacher {} (Heun, NFE {})", a.teacher.display(), 2 * a.steps - 1),
     };
     if eval && a.inception.is_some() {
-        let fid = fid_eval(a, &images)?;
+        let (fid, pr) = fid_eval(a, &images)?;
         println!("FID {fid:.3} ({} samples of the {what}; Inception-v3 pool features)", a.count);
+        if let Some((p, r)) = pr {
+            println!("precision {p:.4}, recall {r:.4} (k = 3, Inception-v3 pool features)");
+        }
     } else if eval {
         let test = fmnist_32(&fmnist_dir(), Split::Test, 0)?;
         let fd = FdFmnist::new(&a.classifier, test.images())?;
         println!("FD-FMNIST {:.3} ({} samples of the {what}, vs the 10k test images)", fd.distance(&images)?, a.count);
+        if a.precision_recall {
+            use scorch::models::metrics::{fmnist_net::FEATURES, precision_recall};
+            // Equal set sizes, as in Kynkäänniemi et al.: the first `count` test images.
+            let n = a.count.min(test.len());
+            let real = fd.net().features_f64(&test.images().narrow(0, 0, n)?)?;
+            let (p, r) = precision_recall(&real, &fd.net().features_f64(&images)?, FEATURES, 3)?;
+            println!("precision {p:.4}, recall {r:.4} (k = 3, {n} test images, FD-FMNIST classifier features)");
+        }
     } else {
         out_parent(&a.out)?;
         scorch::models::train::save_grid(&images, 8.min(a.count.max(1)), -1.0, 1.0, &a.out)?;
@@ -403,48 +418,75 @@ fn sample_cmd(a: &SampleArgs, eval: bool) -> Result<(), scorch::models::Error> {
     Ok(())
 }
 
-/// FID of `images` with `--inception` weights against the reference statistics: the
-/// `--stats` cache when it exists, else computed from `--reference` (an image folder) or the
-/// Fashion-MNIST test images, and cached when `--stats` names a file.
-fn fid_eval(a: &SampleArgs, images: &scorch::Tensor) -> Result<f64, scorch::models::Error> {
+/// The reference images of `--inception` evaluation: `--reference` (an image folder, at the
+/// samples' size and channels) or the Fashion-MNIST test images, at most `--reference-count`.
+fn fid_reference(a: &SampleArgs, images: &scorch::Tensor) -> Result<scorch::Tensor, scorch::models::Error> {
     use scorch::models::data::folder::{load_image_folder, FolderOptions};
     use scorch::models::data::idx::{fmnist_dir, Split};
     use scorch::models::edm::train::fmnist_32;
-    use scorch::models::metrics::inception::{load_stats, save_stats, Fid, InceptionV3, INCEPTION_STATS};
+    let reference = match &a.reference {
+        Some(dir) => {
+            let opt = FolderOptions {
+                size: images.shape()[2],
+                channels: images.shape()[1],
+                limit: a.reference_count,
+                ..FolderOptions::default()
+            };
+            load_image_folder(dir, &opt)?.data.images().clone()
+        }
+        None => fmnist_32(&fmnist_dir(), Split::Test, a.reference_count)?.images().clone(),
+    };
+    Ok(reference.to_device(scorch::engine::device::default_device())?)
+}
+
+/// FID of `images` with `--inception` weights against the reference statistics (the
+/// `--stats` cache when it exists, else computed from [`fid_reference`] and cached when
+/// `--stats` names a file), and with `--precision-recall` also (precision, recall).
+fn fid_eval(a: &SampleArgs, images: &scorch::Tensor) -> Result<(f64, Option<(f64, f64)>), scorch::models::Error> {
+    use scorch::models::metrics::frechet::{frechet_from_stats, FeatureStats};
+    use scorch::models::metrics::inception::{
+        load_stats, quantize_8bit, save_stats, InceptionV3, FEATURES, INCEPTION_STATS,
+    };
+    use scorch::models::metrics::{precision_recall, Features};
     let weights =
         a.inception.as_deref().ok_or_else(|| scorch::models::Error::Config("FID needs --inception WEIGHTS".into()))?;
     let net = InceptionV3::load(weights)?;
+    let features = |x: &scorch::Tensor| net.features_f64(&quantize_8bit(x)?, a.batch);
+    let stats_of = |f: &[f64]| -> Result<FeatureStats, scorch::models::Error> {
+        Ok(FeatureStats::from_features(&Features::new(f, FEATURES)?)?)
+    };
+    let generated = features(images)?;
+    // Reference features only when needed: no usable cache, or precision / recall asked for.
     let cached = a.stats.as_ref().filter(|p| p.exists());
-    let stats = match cached {
-        Some(p) => {
+    let ref_features = if cached.is_none() || a.precision_recall {
+        let reference = fid_reference(a, images)?;
+        eprintln!("Inception features of {} reference images …", reference.shape()[0]);
+        Some(features(&reference)?)
+    } else {
+        None
+    };
+    let stats = match (cached, &ref_features) {
+        (Some(p), _) => {
             eprintln!("FID reference statistics from {}", p.display());
             load_stats(p, INCEPTION_STATS)?
         }
-        None => {
-            let reference = match &a.reference {
-                Some(dir) => {
-                    let opt = FolderOptions {
-                        size: images.shape()[2],
-                        channels: images.shape()[1],
-                        limit: a.reference_count,
-                        ..FolderOptions::default()
-                    };
-                    load_image_folder(dir, &opt)?.data.images().clone()
-                }
-                None => fmnist_32(&fmnist_dir(), Split::Test, a.reference_count)?.images().clone(),
-            };
-            eprintln!("FID reference statistics of {} images …", reference.shape()[0]);
-            let reference = reference.to_device(scorch::engine::device::default_device())?;
-            let stats = Fid::stats(&net, &reference, a.batch)?;
+        (None, Some(f)) => {
+            let stats = stats_of(f)?;
             if let Some(p) = &a.stats {
                 out_parent(p)?;
                 save_stats(&stats, INCEPTION_STATS, p)?;
-                eprintln!("cached them in {}", p.display());
+                eprintln!("cached the reference statistics in {}", p.display());
             }
             stats
         }
+        (None, None) => unreachable!("reference features are computed when there is no cache"),
     };
-    Fid::from_stats(net, stats, a.batch)?.distance(images)
+    let fid = frechet_from_stats(&stats_of(&generated)?, &stats)?;
+    let pr = match (&ref_features, a.precision_recall) {
+        (Some(r), true) => Some(precision_recall(r, &generated, FEATURES, 3)?),
+        _ => None,
+    };
+    Ok((fid, pr))
 }
 
 fn quickstart_cmd(
