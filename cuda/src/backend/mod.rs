@@ -66,8 +66,11 @@ pub fn deterministic() -> bool {
     match DETERMINISTIC.load(Ordering::Relaxed) {
         0 => {
             let on = std::env::var("SCORCH_DETERMINISTIC").is_ok_and(|v| v == "1" || v == "true");
-            DETERMINISTIC.store(if on { 2 } else { 1 }, Ordering::Relaxed);
-            on
+            // A set_deterministic that raced this first read wins.
+            match DETERMINISTIC.compare_exchange(0, if on { 2 } else { 1 }, Ordering::Relaxed, Ordering::Relaxed) {
+                Ok(_) => on,
+                Err(v) => v == 2,
+            }
         }
         v => v == 2,
     }
