@@ -401,13 +401,18 @@ fn sample_cmd(a: &SampleArgs, eval: bool) -> Result<(), scorch::models::Error> {
     } else if eval {
         let test = fmnist_32(&fmnist_dir(), Split::Test, 0)?;
         let fd = FdFmnist::new(&a.classifier, test.images())?;
-        println!("FD-FMNIST {:.3} ({} samples of the {what}, vs the 10k test images)", fd.distance(&images)?, a.count);
+        let generated = fd.net().features_f64(&images)?;
+        println!(
+            "FD-FMNIST {:.3} ({} samples of the {what}, vs the 10k test images)",
+            fd.distance_of(&generated)?,
+            a.count
+        );
         if a.precision_recall {
             use scorch::models::metrics::{fmnist_net::FEATURES, precision_recall};
             // Equal set sizes, as in Kynkäänniemi et al.: the first `count` test images.
             let n = a.count.min(test.len());
-            let real = fd.net().features_f64(&test.images().narrow(0, 0, n)?)?;
-            let (p, r) = precision_recall(&real, &fd.net().features_f64(&images)?, FEATURES, 3)?;
+            let real = &fd.reference_features()[..n * FEATURES];
+            let (p, r) = precision_recall(real, &generated, FEATURES, 3)?;
             println!("precision {p:.4}, recall {r:.4} (k = 3, {n} test images, FD-FMNIST classifier features)");
         }
     } else {
@@ -443,25 +448,21 @@ fn fid_reference(a: &SampleArgs, images: &scorch::Tensor) -> Result<scorch::Tens
 /// `--stats` cache when it exists, else computed from [`fid_reference`] and cached when
 /// `--stats` names a file), and with `--precision-recall` also (precision, recall).
 fn fid_eval(a: &SampleArgs, images: &scorch::Tensor) -> Result<(f64, Option<(f64, f64)>), scorch::models::Error> {
-    use scorch::models::metrics::frechet::{frechet_from_stats, FeatureStats};
+    use scorch::models::metrics::frechet::FeatureStats;
     use scorch::models::metrics::inception::{
-        load_stats, quantize_8bit, save_stats, InceptionV3, FEATURES, INCEPTION_STATS,
+        fid_features, load_stats, save_stats, Fid, InceptionV3, FEATURES, INCEPTION_STATS,
     };
-    use scorch::models::metrics::{precision_recall, Features};
+    use scorch::models::metrics::precision_recall;
     let weights =
         a.inception.as_deref().ok_or_else(|| scorch::models::Error::Config("FID needs --inception WEIGHTS".into()))?;
     let net = InceptionV3::load(weights)?;
-    let features = |x: &scorch::Tensor| net.features_f64(&quantize_8bit(x)?, a.batch);
-    let stats_of = |f: &[f64]| -> Result<FeatureStats, scorch::models::Error> {
-        Ok(FeatureStats::from_features(&Features::new(f, FEATURES)?)?)
-    };
-    let generated = features(images)?;
+    let generated = fid_features(&net, images, a.batch)?;
     // Reference features only when needed: no usable cache, or precision / recall asked for.
     let cached = a.stats.as_ref().filter(|p| p.exists());
     let ref_features = if cached.is_none() || a.precision_recall {
         let reference = fid_reference(a, images)?;
         eprintln!("Inception features of {} reference images …", reference.shape()[0]);
-        Some(features(&reference)?)
+        Some(fid_features(&net, &reference, a.batch)?)
     } else {
         None
     };
@@ -471,7 +472,7 @@ fn fid_eval(a: &SampleArgs, images: &scorch::Tensor) -> Result<(f64, Option<(f64
             load_stats(p, INCEPTION_STATS)?
         }
         (None, Some(f)) => {
-            let stats = stats_of(f)?;
+            let stats = FeatureStats::from_rows(f, FEATURES)?;
             if let Some(p) = &a.stats {
                 out_parent(p)?;
                 save_stats(&stats, INCEPTION_STATS, p)?;
@@ -481,12 +482,11 @@ fn fid_eval(a: &SampleArgs, images: &scorch::Tensor) -> Result<(f64, Option<(f64
         }
         (None, None) => unreachable!("reference features are computed when there is no cache"),
     };
-    let fid = frechet_from_stats(&stats_of(&generated)?, &stats)?;
     let pr = match (&ref_features, a.precision_recall) {
         (Some(r), true) => Some(precision_recall(r, &generated, FEATURES, 3)?),
         _ => None,
     };
-    Ok((fid, pr))
+    Ok((Fid::from_stats(net, stats, a.batch)?.distance_of(&generated)?, pr))
 }
 
 fn quickstart_cmd(

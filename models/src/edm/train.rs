@@ -218,7 +218,7 @@ impl EdmRecipe {
         let mut r = self.clone();
         r.channels = self.image_channels();
         if self.dataset == "folder" && self.conditional {
-            let dir = PathBuf::from(self.data_dir.as_deref().unwrap_or_default());
+            let dir = self.data_path();
             let (_, classes) = list_image_folder(&dir, self.limit_images)?;
             if classes.len() < 2 {
                 return Err(Error::Config(format!(
@@ -242,15 +242,23 @@ impl EdmRecipe {
         Ok(r)
     }
 
+    /// The data directory: `data_dir`, or for Fashion-MNIST the default one (a `folder`
+    /// recipe without `data_dir` does not validate).
+    fn data_path(&self) -> PathBuf {
+        match &self.data_dir {
+            Some(d) => PathBuf::from(d),
+            None => fmnist_dir(),
+        }
+    }
+
     /// The training images as a sample source for the prefetcher.
     pub fn source(&self) -> Result<Arc<dyn SampleSource>> {
         match self.dataset.as_str() {
             "fashion-mnist" => {
-                let dir = self.data_dir.as_ref().map(PathBuf::from).unwrap_or_else(fmnist_dir);
-                Ok(Arc::new(HostImages::from_dataset(&fmnist_32(&dir, Split::Train, self.limit_images)?)?))
+                Ok(Arc::new(HostImages::from_dataset(&fmnist_32(&self.data_path(), Split::Train, self.limit_images)?)?))
             }
             _ => {
-                let dir = PathBuf::from(self.data_dir.as_deref().unwrap_or_default());
+                let dir = self.data_path();
                 let opt = FolderOptions {
                     size: self.resolution,
                     channels: self.image_channels(),
@@ -287,6 +295,16 @@ pub fn fmnist_32(dir: &Path, split: Split, limit: usize) -> Result<TensorDataset
     let ds = if limit > 0 && limit < ds.len() { ds.take(limit)? } else { ds };
     let padded = ds.images().pad(&[(2, 2), (2, 2)], -1.0)?;
     TensorDataset::new(padded, ds.labels().clone())
+}
+
+/// One-hot labels `0, 1, …, classes − 1, 0, …` for `n` evaluation samples (`None` for 0
+/// classes, an unconditional model).
+pub fn eval_labels(n: usize, classes: usize) -> Result<Option<Tensor>> {
+    if classes == 0 {
+        return Ok(None);
+    }
+    let cls: Vec<i64> = (0..n as i64).map(|i| i % classes as i64).collect();
+    Ok(Some(Tensor::from_vec(cls, &[n])?.one_hot(classes, DType::F32)?))
 }
 
 /// Everything a run keeps between steps, besides the weights.
@@ -448,12 +466,7 @@ fn sample_grid_current(net: &EdmPrecond, recipe: &EdmRecipe, path: &Path) -> Res
     let n = recipe.sample_count;
     let (c, r, k) = (recipe.image_channels(), recipe.resolution, recipe.classes());
     let z = Tensor::randn(&[n, c, r, r], DType::F32, &gen)?;
-    let labels = if recipe.conditional {
-        let cls: Vec<i64> = (0..n as i64).map(|i| i % k as i64).collect();
-        Some(Tensor::from_vec(cls, &[n])?.one_hot(k, DType::F32)?)
-    } else {
-        None
-    };
+    let labels = eval_labels(n, if recipe.conditional { k } else { 0 })?;
     let sampler = EdmSampler { num_steps: recipe.sample_steps, ..EdmSampler::default() };
     let x = sampler.sample(net, &z, labels.as_ref(), &gen)?;
     net.store().set_training(was);

@@ -7,7 +7,6 @@
 //! 128→10. `scorch train classifier` reproduces the shipped weights.
 
 use super::frechet::{frechet_from_stats, FeatureStats};
-use super::Features;
 use crate::data::fmnist_tensor::TensorDataset;
 use crate::data::idx::{shuffled_indices, Split};
 use crate::edm::train::fmnist_32;
@@ -82,16 +81,7 @@ impl FmnistClassifier {
 
     /// Features of many images, in batches of 500, as f64 rows.
     pub fn features_f64(&self, images: &Tensor) -> Result<Vec<f64>> {
-        let _ng = no_grad();
-        let n = images.shape().first().copied().unwrap_or(0);
-        let mut out = Vec::with_capacity(n * FEATURES);
-        let mut i = 0;
-        while i < n {
-            let b = 500.min(n - i);
-            out.extend(self.features(&images.narrow(0, i, b)?)?.cast(DType::F64)?.to_vec_f64()?);
-            i += b;
-        }
-        Ok(out)
+        super::features_in_batches(images, 500, |x| self.features(x))
     }
 
     /// Accuracy on a labelled set.
@@ -161,9 +151,10 @@ pub fn train_classifier(
     Ok(ClassifierReport { steps: step, test_accuracy, seconds: t0.elapsed().as_secs_f64() })
 }
 
-/// FD-FMNIST against a fixed reference set (feature statistics computed once).
+/// FD-FMNIST against a fixed reference set (features and their statistics computed once).
 pub struct FdFmnist {
     net: FmnistClassifier,
+    reference_features: Vec<f64>,
     reference: FeatureStats,
 }
 
@@ -172,9 +163,9 @@ impl FdFmnist {
     /// (`[N, 1, 32, 32]`, e.g. the 10k test images).
     pub fn new(weights: &Path, reference: &Tensor) -> Result<FdFmnist> {
         let net = FmnistClassifier::load(weights)?;
-        let f = net.features_f64(reference)?;
-        let reference = FeatureStats::from_features(&Features::new(&f, FEATURES)?)?;
-        Ok(FdFmnist { net, reference })
+        let reference_features = net.features_f64(reference)?;
+        let reference = FeatureStats::from_rows(&reference_features, FEATURES)?;
+        Ok(FdFmnist { net, reference_features, reference })
     }
 
     /// The classifier.
@@ -182,10 +173,18 @@ impl FdFmnist {
         &self.net
     }
 
+    /// The reference images' features, rows of [`FEATURES`] in their order.
+    pub fn reference_features(&self) -> &[f64] {
+        &self.reference_features
+    }
+
     /// FD-FMNIST of `images [N, 1, 32, 32]` (N ≥ 2; use thousands for a stable value).
     pub fn distance(&self, images: &Tensor) -> Result<f64> {
-        let f = self.net.features_f64(images)?;
-        let stats = FeatureStats::from_features(&Features::new(&f, FEATURES)?)?;
-        Ok(frechet_from_stats(&stats, &self.reference)?)
+        self.distance_of(&self.net.features_f64(images)?)
+    }
+
+    /// FD-FMNIST of features computed before with [`FmnistClassifier::features_f64`].
+    pub fn distance_of(&self, features: &[f64]) -> Result<f64> {
+        Ok(frechet_from_stats(&FeatureStats::from_rows(features, FEATURES)?, &self.reference)?)
     }
 }

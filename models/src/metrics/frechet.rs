@@ -15,6 +15,11 @@ pub struct FeatureStats {
 }
 
 impl FeatureStats {
+    /// Statistics of `data`, rows of `d` features.
+    pub fn from_rows(data: &[f64], d: usize) -> Result<FeatureStats, MetricError> {
+        FeatureStats::from_features(&Features::new(data, d)?)
+    }
+
     pub fn from_features(f: &Features) -> Result<FeatureStats, MetricError> {
         if f.n < 2 {
             return Err(MetricError::Input(format!("need at least 2 samples for a covariance, got {}", f.n)));

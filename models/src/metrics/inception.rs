@@ -15,7 +15,6 @@
 //! `fid.py`, so generated samples are measured as saved PNGs would be.
 
 use super::frechet::{frechet_from_stats, FeatureStats};
-use super::Features;
 use crate::error::{Error, Result};
 use crate::params::{Init, ParamPath, ParamStore};
 use scorch_engine::safetensors_io;
@@ -361,16 +360,7 @@ impl InceptionV3 {
 
     /// Features of many images, `batch` at a time, as f64 rows.
     pub fn features_f64(&self, images: &Tensor, batch: usize) -> Result<Vec<f64>> {
-        let n = images.shape().first().copied().unwrap_or(0);
-        let batch = batch.max(1);
-        let mut out = Vec::with_capacity(n * FEATURES);
-        let mut i = 0;
-        while i < n {
-            let b = batch.min(n - i);
-            out.extend(self.features(&images.narrow(0, i, b)?)?.cast(DType::F64)?.to_vec_f64()?);
-            i += b;
-        }
-        Ok(out)
+        super::features_in_batches(images, batch, |x| self.features(x))
     }
 }
 
@@ -378,6 +368,12 @@ impl InceptionV3 {
 /// the Inception network (`(x · 127.5 + 128).clip(0, 255)` as uint8), back in [−1, 1].
 pub fn quantize_8bit(x: &Tensor) -> Result<Tensor> {
     Ok(x.affine(127.5, 128.0)?.floor()?.clamp(0.0, 255.0)?.affine(1.0 / 127.5, -1.0)?)
+}
+
+/// The pool features FID compares: of `images` rounded to 8 bits ([`quantize_8bit`]),
+/// `batch` at a time, as f64 rows of [`FEATURES`].
+pub fn fid_features(net: &InceptionV3, images: &Tensor, batch: usize) -> Result<Vec<f64>> {
+    net.features_f64(&quantize_8bit(images)?, batch)
 }
 
 /// FID against fixed reference statistics.
@@ -418,13 +414,17 @@ impl Fid {
     }
 
     fn stats_of(net: &InceptionV3, images: &Tensor, batch: usize) -> Result<FeatureStats> {
-        let f = net.features_f64(&quantize_8bit(images)?, batch)?;
-        Ok(FeatureStats::from_features(&Features::new(&f, FEATURES)?)?)
+        Ok(FeatureStats::from_rows(&fid_features(net, images, batch)?, FEATURES)?)
     }
 
     /// FID of `images` (`[N, C, H, W]` in [−1, 1], N ≥ 2; the standard protocol uses 50k).
     pub fn distance(&self, images: &Tensor) -> Result<f64> {
-        Ok(frechet_from_stats(&Self::stats_of(&self.net, images, self.batch)?, &self.reference)?)
+        self.distance_of(&fid_features(&self.net, images, self.batch)?)
+    }
+
+    /// FID of features computed before with [`fid_features`].
+    pub fn distance_of(&self, features: &[f64]) -> Result<f64> {
+        Ok(frechet_from_stats(&FeatureStats::from_rows(features, FEATURES)?, &self.reference)?)
     }
 }
 

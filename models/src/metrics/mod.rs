@@ -43,3 +43,22 @@ impl<'a> Features<'a> {
         &self.data[i * self.d..(i + 1) * self.d]
     }
 }
+
+/// `f` on `images` `batch` at a time (no autograd), its `[b, d]` outputs as f64 rows.
+pub(crate) fn features_in_batches(
+    images: &scorch_engine::Tensor,
+    batch: usize,
+    f: impl Fn(&scorch_engine::Tensor) -> crate::Result<scorch_engine::Tensor>,
+) -> crate::Result<Vec<f64>> {
+    let _ng = scorch_engine::no_grad();
+    let n = images.shape().first().copied().unwrap_or(0);
+    let batch = batch.max(1);
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < n {
+        let b = batch.min(n - i);
+        out.extend(f(&images.narrow(0, i, b)?)?.cast(scorch_engine::DType::F64)?.to_vec_f64()?);
+        i += b;
+    }
+    Ok(out)
+}

@@ -471,15 +471,7 @@ pub fn evaluator(recipe: &SidRecipe, data_dir: &Path) -> Result<Option<FdFmnist>
     Ok(Some(FdFmnist::new(path, test.images())?))
 }
 
-/// One-hot labels `0, 1, …, classes − 1, 0, …` for `n` evaluation samples (`None` for 0
-/// classes, an unconditional model).
-pub fn eval_labels(n: usize, classes: usize) -> Result<Option<Tensor>> {
-    if classes == 0 {
-        return Ok(None);
-    }
-    let cls: Vec<i64> = (0..n as i64).map(|i| i % classes as i64).collect();
-    Ok(Some(Tensor::from_vec(cls, &[n])?.one_hot(classes, DType::F32)?))
-}
+pub use crate::edm::train::eval_labels;
 
 fn eval_fd<N: super::DistillNet>(
     d: &Distiller<N>,
