@@ -1,0 +1,223 @@
+//! `cuda/kernels/beta.cu` compiled by the host's C++ compiler and run on the CPU
+//! (`tests/host/shim.h` stands in for the CUDA built-ins: one thread, one-lane warps), so
+//! the kernel source itself is checked on every machine, not only when a GPU is lent:
+//!
+//! * the f32 Beta KL's fast path answers bit for bit what its Rust mirror
+//!   (`scorch_ops::beta_f32`, tested against quadrature) answers, and defers exactly the
+//!   elements the mirror defers, which the double pass then evaluates; both compile with
+//!   IEEE f32 arithmetic and no contraction here, so any transcription slip shows;
+//! * the double kernels (Beta KL and its gradient, the KLUB and its gradient) agree with
+//!   the CPU backend's f64 functions.
+//!
+//! On a GPU the same source differs from the mirror only by NVRTC's multiply-add
+//! contraction and the device `logf`'s ulp, which the f32 path's error bound covers.
+//! Skips with a printed reason when no C++ compiler is found, unless
+//! `SCORCH_REQUIRE_HOST_CXX=1` (set by .ci/run), where that is a failure.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+use scorch_ops::beta_f32::kl_beta_fast_f32;
+use scorch_ops::cpu::fused::{kl_beta, kl_beta_grad, klub_pixel};
+use scorch_ops::special::{digamma, lgamma, trigamma};
+
+fn require() -> bool {
+    std::env::var("SCORCH_REQUIRE_HOST_CXX").is_ok_and(|v| v == "1")
+}
+
+fn compiler() -> Option<String> {
+    let candidates = std::env::var("CXX").into_iter().chain(["c++", "g++", "clang++"].map(String::from));
+    candidates.into_iter().find(|c| Command::new(c).arg("--version").output().is_ok_and(|o| o.status.success()))
+}
+
+/// The driver binary, built once per test process; `None` (after printing why) without a
+/// compiler.
+fn driver() -> Option<&'static Path> {
+    static BUILT: OnceLock<Option<PathBuf>> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let Some(cxx) = compiler() else {
+                assert!(!require(), "SCORCH_REQUIRE_HOST_CXX=1 but no C++ compiler (CXX, c++, g++, clang++) was found");
+                println!("SKIP host kernel tests: no C++ compiler found (set CXX)");
+                return None;
+            };
+            let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/host/beta_driver.cpp");
+            let dir = std::env::temp_dir().join(format!("scorch-host-kernels-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).unwrap();
+            let exe = dir.join("beta_driver");
+            let out = Command::new(&cxx)
+                .args(["-std=c++17", "-O2", "-ffp-contract=off", "-fno-fast-math", "-Wall", "-o"])
+                .arg(&exe)
+                .arg(&src)
+                .output()
+                .expect("run the C++ compiler");
+            assert!(
+                out.status.success(),
+                "{cxx} could not compile beta.cu for the host:\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            Some(exe)
+        })
+        .as_deref()
+}
+
+/// Runs the driver in `mode` on `input`, returning its output bytes.
+fn run(exe: &Path, mode: &str, input: &[u8]) -> Vec<u8> {
+    let dir = exe.parent().unwrap();
+    let tag = format!("{mode}-{:?}", std::thread::current().id()).replace(['(', ')'], "");
+    let (inp, outp) = (dir.join(format!("{tag}.in")), dir.join(format!("{tag}.out")));
+    std::fs::write(&inp, input).unwrap();
+    let out = Command::new(exe).arg(mode).arg(&inp).arg(&outp).output().unwrap();
+    assert!(out.status.success(), "beta_driver {mode}: {}", String::from_utf8_lossy(&out.stderr));
+    std::fs::read(&outp).unwrap()
+}
+
+fn rng(seed: u64) -> impl FnMut() -> f64 {
+    let mut s = seed;
+    move || {
+        s = s.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = s;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        ((z ^ (z >> 31)) >> 11) as f64 / (1u64 << 53) as f64
+    }
+}
+
+fn bytes_f32(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+fn bytes_f64(v: &[f64]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+fn read_f64(b: &[u8]) -> Vec<f64> {
+    b.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect()
+}
+
+/// Beta parameter quadruples (a1, b1, a2, b2): the benchmark's uniform [0.5, 20.5], the
+/// KLUB regime (η = 1e4, nearby x), log-uniform over [1e-6, 1e8] (beyond the f32 path's
+/// range at both ends), equal pairs, and non-finite or non-positive parameters.
+fn cases() -> Vec<[f64; 4]> {
+    let mut r = rng(7);
+    let mut v = Vec::new();
+    for _ in 0..6000 {
+        v.push([0; 4].map(|_| 0.5 + 20.0 * r()));
+    }
+    for _ in 0..3000 {
+        let (eta, alpha, x) = (1e4, 0.3 + 0.69 * r(), 0.05 + 0.9 * r());
+        let xh = x * (1.0 + (r() - 0.5) * 10f64.powf(-1.0 - 4.0 * r()));
+        v.push([eta * alpha * xh, eta * (1.0 - alpha * xh), eta * alpha * x, eta * (1.0 - alpha * x)]);
+    }
+    for _ in 0..3000 {
+        v.push([0; 4].map(|_| 10f64.powf(-6.0 + 14.0 * r())));
+    }
+    for _ in 0..200 {
+        let (a, b) = (0.01 + 50.0 * r(), 0.01 + 50.0 * r());
+        v.push([a, b, a, b]);
+    }
+    for bad in [f64::NAN, 0.0, -1.5, f64::INFINITY] {
+        v.push([bad, 2.0, 3.0, 4.0]);
+        v.push([2.0, 3.0, 4.0, bad]);
+    }
+    v
+}
+
+#[test]
+fn host_beta_kl_f32_matches_its_rust_mirror_bit_for_bit_and_defers_the_same_elements() {
+    let Some(exe) = driver() else { return };
+    let c: Vec<[f32; 4]> = cases().iter().map(|q| q.map(|x| x as f32)).collect();
+    let n = c.len();
+    let mut input = (n as u64).to_le_bytes().to_vec();
+    for k in 0..4 {
+        input.extend(bytes_f32(&c.iter().map(|q| q[k]).collect::<Vec<_>>()));
+    }
+    let out = run(exe, "kl32", &input);
+    let count = u64::from_le_bytes(out[..8].try_into().unwrap()) as usize;
+    let y: Vec<f32> = out[8..].chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+    assert_eq!(y.len(), n);
+    let mut deferred = 0;
+    for (i, q) in c.iter().enumerate() {
+        match kl_beta_fast_f32(q[0], q[1], q[2], q[3]) {
+            Some(v) => assert_eq!(y[i].to_bits(), v.to_bits(), "element {i} {q:?}: kernel {} mirror {v}", y[i]),
+            None => {
+                deferred += 1;
+                let r = kl_beta(q[0] as f64, q[1] as f64, q[2] as f64, q[3] as f64);
+                let same = (r.is_nan() && y[i].is_nan()) || (r as f32) == y[i];
+                // The double pass's lnΓ form and the CPU's differ by their own rounding,
+                // ~1e-16 of the lnΓ values (up to ~1e6 here), before the cast to f32.
+                let scale = [q[0], q[1], q[2], q[3], q[0] + q[1], q[2] + q[3]]
+                    .map(|x| lgamma(x as f64).abs())
+                    .iter()
+                    .sum::<f64>();
+                let close = (y[i] as f64 - r).abs() <= 1e-6 * r.abs() + 64.0 * f64::EPSILON * scale;
+                assert!(same || close, "deferred element {i} {q:?}: kernel {} CPU f64 {r}", y[i]);
+            }
+        }
+    }
+    assert_eq!(count, deferred, "the kernel's deferred count");
+    // The cases exercise both paths.
+    assert!(deferred > 100 && deferred < n / 2, "{deferred} of {n} deferred");
+}
+
+#[test]
+fn host_beta_kl_f64_and_its_gradient_match_the_cpu_backend() {
+    let Some(exe) = driver() else { return };
+    let c: Vec<[f64; 4]> = cases().into_iter().filter(|q| q.iter().all(|x| x.is_finite() && *x > 0.0)).collect();
+    let n = c.len();
+    let mut input = (n as u64).to_le_bytes().to_vec();
+    for k in 0..4 {
+        input.extend(bytes_f64(&c.iter().map(|q| q[k]).collect::<Vec<_>>()));
+    }
+    let out = read_f64(&run(exe, "kl64", &input));
+    assert_eq!(out.len(), 5 * n);
+    for (i, q) in c.iter().enumerate() {
+        let scale = [q[0], q[1], q[2], q[3], q[0] + q[1], q[2] + q[3]].map(|x| lgamma(x).abs()).iter().sum::<f64>();
+        let r = kl_beta(q[0], q[1], q[2], q[3]);
+        assert!((out[i] - r).abs() <= 1e-12 * r.abs() + 64.0 * f64::EPSILON * scale, "KL {i} {q:?}: {} vs {r}", out[i]);
+        let g = kl_beta_grad(q[0], q[1], q[2], q[3]);
+        // Each gradient is a difference of terms that can be ~1e7 times larger than it;
+        // the tolerance is relative to those terms.
+        let (s1, s2) = (q[0] + q[1], q[2] + q[3]);
+        let tail = (s1 - s2).abs() * trigamma(s1);
+        let psis = digamma(s1).abs() + digamma(s2).abs();
+        let terms = [
+            (q[0] - q[2]).abs() * trigamma(q[0]) + tail,
+            (q[1] - q[3]).abs() * trigamma(q[1]) + tail,
+            digamma(q[0]).abs() + digamma(q[2]).abs() + psis,
+            digamma(q[1]).abs() + digamma(q[3]).abs() + psis,
+        ];
+        for k in 0..4 {
+            let kernel = out[(k + 1) * n + i];
+            let tol = 1e-12 * (1.0 + terms[k]);
+            assert!((kernel - g[k]).abs() <= tol, "grad {k} of {i} {q:?}: {kernel} vs {}", g[k]);
+        }
+    }
+}
+
+#[test]
+fn host_beta_klub_f64_and_its_gradient_match_the_cpu_backend() {
+    let Some(exe) = driver() else { return };
+    let mut r = rng(11);
+    let (b, per) = (4usize, 300usize);
+    let n = b * per;
+    let (eta, wc, wm) = (1e4, 0.99, 0.01);
+    let x: Vec<f64> = (0..n).map(|_| 0.05 + 0.9 * r()).collect();
+    let xh: Vec<f64> = x.iter().map(|&v| (v + (r() - 0.5) * 0.02).clamp(1e-3, 0.999)).collect();
+    let at: Vec<f64> = (0..b).map(|_| 0.2 + 0.5 * r()).collect();
+    let as_: Vec<f64> = at.iter().map(|&t| t + 0.05 + 0.2 * r()).collect();
+    let mut input = (n as u64).to_le_bytes().to_vec();
+    input.extend((per as u64).to_le_bytes());
+    input.extend(bytes_f64(&[eta, wc, wm]));
+    for v in [&xh, &x, &as_, &at] {
+        input.extend(bytes_f64(v));
+    }
+    let out = read_f64(&run(exe, "klub64", &input));
+    assert_eq!(out.len(), 2 * n);
+    for i in 0..n {
+        let s = i / per;
+        let (v, g) = klub_pixel(xh[i], x[i], as_[s], at[s], eta, wc, wm);
+        // lnΓ values here are ~1e5, so each side carries ~1e-11 of rounding.
+        assert!((out[i] - v).abs() <= 1e-12 * v.abs() + 1e-9, "KLUB {i}: {} vs {v}", out[i]);
+        assert!((out[n + i] - g).abs() <= 1e-9 * (1.0 + g.abs()), "KLUB grad {i}: {} vs {g}", out[n + i]);
+    }
+}
