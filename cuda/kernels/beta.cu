@@ -89,11 +89,26 @@ __device__ __forceinline__ float stirling_tail_f(float z, float d) {
 }
 __device__ __forceinline__ bool in_fast_range(float x) { return x >= 1e-4f && x <= 1e6f; }
 
+// a + b rounded and its exact rounding error (TwoSum).
+__device__ __forceinline__ float two_sum_f(float a, float b, float* err) {
+    float s = a + b, bp = s - a, ap = s - bp;
+    *err = (a - ap) + (b - bp);
+    return s;
+}
+// How far a Gamma KL from x1 moves when its end point x2 moves by e (bound; see the mirror).
+__device__ __forceinline__ float endpoint_shift_f(float e, float x1, float x2) {
+    if (e == 0.0f) return 0.0f;
+    float m = fminf(x1, x2) - fabsf(e), big = fmaxf(x1, x2) + fabsf(e);
+    if (m <= 0.0f) return SCORCH_INF;
+    return fabsf(e) * ((big - m) / sqrtf(big * m) + 1.0f / m);
+}
+
 __device__ bool kl_beta_fast_f(float a1, float b1, float a2, float b2, float* out) {
     float s1 = a1 + b1, s2 = a2 + b2;
     if (!(in_fast_range(a1) && in_fast_range(b1) && in_fast_range(a2) && in_fast_range(b2)
           && in_fast_range(s1) && in_fast_range(s2))) return false;
-    float da = a2 - a1, db = b2 - b1, ds = da + db;
+    float ea, eb, er;
+    float da = two_sum_f(a2, -a1, &ea), db = two_sum_f(b2, -b1, &eb), ds = two_sum_f(da, db, &er);
     int na = shifts_f(a1, da), nb = shifts_f(b1, db);
     float za = a1 + (float)na, zb = b1 + (float)nb, zs = za + zb;
     float z2 = (za + da) + (zb + db);
@@ -107,9 +122,11 @@ __device__ bool kl_beta_fast_f(float a1, float b1, float a2, float b2, float* ou
     float ma = stirling_tail_f(za, da), mb = stirling_tail_f(zb, db), ms = stirling_tail_f(zs, ds);
     float kl = lead + (sa + sb - ss) + 0.5f * (ga + gb - gs) + (ma + mb - ms);
     float size = lead + sa + sb + ss + 0.5f * (ga + gb + gs) + fabsf(ma) + fabsf(mb) + fabsf(ms);
-    if (size == 0.0f) { *out = 0.0f; return true; }
+    float moved = endpoint_shift_f(ea, a1, a2) + endpoint_shift_f(eb, b1, b2)
+                + endpoint_shift_f(fabsf(ea) + fabsf(eb) + fabsf(er), s1, s2);
+    if (size == 0.0f && moved == 0.0f) { *out = 0.0f; return true; }
     *out = kl;
-    return 8.0f * 1.1920929e-7f * size <= 1e-5f * kl;
+    return isfinite(kl) && 8.0f * 1.1920929e-7f * size + moved <= 1e-5f * kl;
 }
 
 // f32 Beta KL: the f32 path where it can answer; the other elements' indices are appended

@@ -21,9 +21,10 @@
 //! In `Ga + Gb − Gs` the three leading parts `z f(u)` still cancel to first order; shifting
 //! the sum by `na + nb` makes them combine exactly into a Bernoulli KL (see
 //! [`kl_beta_fast_f32`]), which leaves only lower-order pieces to subtract. The answer comes
-//! with an error bound; when the bound exceeds `1e-5 · KL` (about 3 % of elements with every
-//! parameter uniform in [0.5, 20.5], none in the KLUB regime in the tests), or an argument is
-//! outside [1e-4, 1e6], the caller evaluates that element in f64 instead.
+//! with an error bound, which also counts the rounding of the steps `a2 − a1`, … when the end
+//! points are far apart; when the bound exceeds `1e-5 · KL` (about 5 % of elements with every
+//! parameter uniform in [0.5, 20.5], 0.1 % in the KLUB regime in the tests), or an argument
+//! is outside [1e-4, 1e6], the caller evaluates that element in f64 instead.
 
 /// Arguments outside this range go to the f64 path.
 pub const FAST_RANGE: (f32, f32) = (1e-4, 1e6);
@@ -99,6 +100,29 @@ pub fn gamma_kl_f32(x1: f32, d: f32) -> f32 {
     shift_sum(x1, d, n) + z * f_f32(d, z) + 0.5 * g_f32(d, z) + stirling_tail(z, d)
 }
 
+/// `a + b` rounded to f32 and its rounding error, exactly (Knuth's TwoSum).
+fn two_sum(a: f32, b: f32) -> (f32, f32) {
+    let s = a + b;
+    let bp = s - a;
+    let ap = s - bp;
+    (s, (a - ap) + (b - bp))
+}
+
+/// Bound on how far the Gamma KL from x1 moves when its end point x2 moves by `e`: at most
+/// |e| · max |ψ(t) − ψ(x1)| over t within |e| of x2, and for 0 < m ≤ M,
+/// ψ(M) − ψ(m) < ln(M/m) + 1/m (ψ(x) lies between ln x − 1/x and ln x − 1/(2x)) with
+/// ln(M/m) ≤ (M − m)/√(Mm). Infinite when the moved end point could reach 0.
+fn endpoint_shift(e: f32, x1: f32, x2: f32) -> f32 {
+    if e == 0.0 {
+        return 0.0;
+    }
+    let (m, big) = (x1.min(x2) - e.abs(), x1.max(x2) + e.abs());
+    if m <= 0.0 {
+        return f32::INFINITY;
+    }
+    e.abs() * ((big - m) / (big * m).sqrt() + 1.0 / m)
+}
+
 /// KL(Beta(a1, b1) ‖ Beta(a2, b2)) in f32 when the f32 path can guarantee
 /// [`FAST_REL_TOL`] relative accuracy, else `None` (evaluate in f64).
 ///
@@ -109,6 +133,11 @@ pub fn gamma_kl_f32(x1: f32, d: f32) -> f32 {
 /// `Z2 = zs + da + db`, a sum of non-negative terms whose `p2 − p1 = (da zb − za db) / (zs Z2)`
 /// is formed with an exact difference of products. What is left (the recurrence sums, the
 /// ½ ln z and remainder parts) is lower order; the error bound counts each piece's size.
+///
+/// The steps `da = a2 − a1`, `db`, `ds = da + db` are rounded when the end points are far
+/// apart; the algebra then answers for slightly moved end points, which the bound adds
+/// through [`endpoint_shift`] (with a1 = 1e4 and a2 = 1e-3 the move is comparable to a2
+/// itself, so such elements go to f64).
 pub fn kl_beta_fast_f32(a1: f32, b1: f32, a2: f32, b2: f32) -> Option<f32> {
     let (lo, hi) = FAST_RANGE;
     let ok = |x: f32| (lo..=hi).contains(&x);
@@ -116,8 +145,8 @@ pub fn kl_beta_fast_f32(a1: f32, b1: f32, a2: f32, b2: f32) -> Option<f32> {
     if !(ok(a1) && ok(b1) && ok(a2) && ok(b2) && ok(s1) && ok(s2)) {
         return None;
     }
-    let (da, db) = (a2 - a1, b2 - b1);
-    let ds = da + db;
+    let ((da, ea), (db, eb)) = (two_sum(a2, -a1), two_sum(b2, -b1));
+    let (ds, er) = two_sum(da, db);
     let (na, nb) = (shifts(a1, da), shifts(b1, db));
     let (za, zb) = (a1 + na as f32, b1 + nb as f32);
     let zs = za + zb;
@@ -133,11 +162,15 @@ pub fn kl_beta_fast_f32(a1: f32, b1: f32, a2: f32, b2: f32) -> Option<f32> {
     let (ma, mb, ms) = (stirling_tail(za, da), stirling_tail(zb, db), stirling_tail(zs, ds));
     let kl = lead + (sa + sb - ss) + 0.5 * (ga + gb - gs) + (ma + mb - ms);
     let size = lead + sa + sb + ss + 0.5 * (ga + gb + gs) + ma.abs() + mb.abs() + ms.abs();
-    if size == 0.0 {
+    let moved = endpoint_shift(ea, a1, a2)
+        + endpoint_shift(eb, b1, b2)
+        + endpoint_shift(ea.abs() + eb.abs() + er.abs(), s1, s2);
+    if size == 0.0 && moved == 0.0 {
         return Some(0.0);
     }
     // Every piece is within a few ulps of itself; 8 ε of their total bounds the error.
-    if 8.0 * f32::EPSILON * size <= FAST_REL_TOL * kl {
+    // (NaN fails the comparison; an infinite KL is never an answer here.)
+    if kl.is_finite() && 8.0 * f32::EPSILON * size + moved <= FAST_REL_TOL * kl {
         Some(kl)
     } else {
         None
@@ -305,9 +338,32 @@ mod tests {
             (1..200).map(|i| (3.0, 5.0, 3.0 * (1.0 + i as f32 * 1e-4), 5.0 * (1.0 + i as f32 * 1e-4))).collect();
         let fp = check(&prop);
         println!("answered in f32: benchmark inputs {fg:.3}, KLUB regime {fk:.3}, proportional {fp:.3}");
-        assert!(fg > 0.95 && fk > 0.99 && fp > 0.99, "the f32 path should answer nearly every input");
+        assert!(fg > 0.93 && fk > 0.99 && fp > 0.99, "the f32 path should answer nearly every input");
         assert_eq!(kl_beta_fast_f32(2.0, 3.0, 2.0, 3.0), Some(0.0));
         assert_eq!(kl_beta_fast_f32(0.0, 3.0, 2.0, 3.0), None, "outside the range: f64");
         assert_eq!(kl_beta_fast_f32(f32::NAN, 3.0, 2.0, 3.0), None);
+    }
+
+    #[test]
+    fn far_apart_parameters_are_answered_accurately_or_deferred() {
+        // Log-uniform over the whole fast range: steps like 1.8e4 → 6e-4, whose f32
+        // difference is off by more than the end point itself, must not be answered from
+        // the rounded step (this one once gave +inf).
+        assert_eq!(kl_beta_fast_f32(18237.92, 0.00038983824, 0.0006209841, 0.16275895), None);
+        let mut r = rng(3);
+        let (lo, hi) = (FAST_RANGE.0 as f64, FAST_RANGE.1 as f64);
+        let mut v = || (lo * (hi / lo).powf(r())) as f32;
+        let wide: Vec<_> = (0..3000).map(|_| (v(), v(), v(), v())).collect();
+        let fw = check(&wide);
+        // One parameter far from its partner, the other close: a small KL next to a large step.
+        let mut r = rng(4);
+        let mut near = Vec::new();
+        for _ in 0..3000 {
+            let (a1, b1) = ((1e-3 * 1e6f64.powf(r())) as f32, (0.5 + 50.0 * r()) as f32);
+            let a2 = (a1 as f64 * 10f64.powf(4.0 * r() - 2.0)) as f32;
+            near.push((a1, b1, a2, (b1 as f64 * (1.0 + 1e-3 * (r() - 0.5))) as f32));
+        }
+        let fn_ = check(&near);
+        println!("answered in f32: log-uniform over the range {fw:.3}, far a / near b {fn_:.3}");
     }
 }
