@@ -1,13 +1,16 @@
-//! `cuda/kernels/beta.cu` compiled by the host's C++ compiler and run on the CPU
-//! (`tests/host/shim.h` stands in for the CUDA built-ins: one thread, one-lane warps), so
-//! the kernel source itself is checked on every machine, not only when a GPU is lent:
+//! The grid-loop kernels of `cuda/kernels/{beta,rng,patch}.cu` compiled by the host's C++
+//! compiler and run on the CPU (`tests/host/shim.h` stands in for the CUDA built-ins: one
+//! thread, one-lane warps), so the kernel source itself is checked on every machine, not
+//! only when a GPU is lent:
 //!
 //! * the f32 Beta KL's fast path answers bit for bit what its Rust mirror
 //!   (`scorch_ops::beta_f32`, tested against quadrature) answers, and defers exactly the
 //!   elements the mirror defers, which the double pass then evaluates; both compile with
 //!   IEEE f32 arithmetic and no contraction here, so any transcription slip shows;
 //! * the double kernels (Beta KL and its gradient, the KLUB and its gradient) agree with
-//!   the CPU backend's f64 functions.
+//!   the CPU backend's f64 functions;
+//! * Philox uniforms, normals and randint give the CPU backend's stream for the same seed and
+//!   offset, and the patch coordinate embedding and its backward give the CPU's crops.
 //!
 //! On a GPU the same source differs from the mirror only by NVRTC's multiply-add
 //! contraction and the device `logf`'s ulp, which the f32 path's error bound covers.
@@ -42,19 +45,27 @@ fn driver() -> Option<&'static Path> {
                 println!("SKIP host kernel tests: no C++ compiler found (set CXX)");
                 return None;
             };
-            let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/host/beta_driver.cpp");
+            let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/host/driver.cpp");
             let dir = std::env::temp_dir().join(format!("scorch-host-kernels-{}", std::process::id()));
             std::fs::create_dir_all(&dir).unwrap();
-            let exe = dir.join("beta_driver");
+            let exe = dir.join("driver");
             let out = Command::new(&cxx)
-                .args(["-std=c++17", "-O2", "-ffp-contract=off", "-fno-fast-math", "-Wall", "-o"])
+                .args([
+                    "-std=c++17",
+                    "-O2",
+                    "-ffp-contract=off",
+                    "-fno-fast-math",
+                    "-Wall",
+                    "-Wno-unknown-pragmas",
+                    "-o",
+                ])
                 .arg(&exe)
                 .arg(&src)
                 .output()
                 .expect("run the C++ compiler");
             assert!(
                 out.status.success(),
-                "{cxx} could not compile beta.cu for the host:\n{}",
+                "{cxx} could not compile the kernels for the host:\n{}",
                 String::from_utf8_lossy(&out.stderr)
             );
             Some(exe)
@@ -69,7 +80,7 @@ fn run(exe: &Path, mode: &str, input: &[u8]) -> Vec<u8> {
     let (inp, outp) = (dir.join(format!("{tag}.in")), dir.join(format!("{tag}.out")));
     std::fs::write(&inp, input).unwrap();
     let out = Command::new(exe).arg(mode).arg(&inp).arg(&outp).output().unwrap();
-    assert!(out.status.success(), "beta_driver {mode}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "driver {mode}: {}", String::from_utf8_lossy(&out.stderr));
     std::fs::read(&outp).unwrap()
 }
 
@@ -219,5 +230,105 @@ fn host_beta_klub_f64_and_its_gradient_match_the_cpu_backend() {
         // lnΓ values here are ~1e5, so each side carries ~1e-11 of rounding.
         assert!((out[i] - v).abs() <= 1e-12 * v.abs() + 1e-9, "KLUB {i}: {} vs {v}", out[i]);
         assert!((out[n + i] - g).abs() <= 1e-9 * (1.0 + g.abs()), "KLUB grad {i}: {} vs {g}", out[n + i]);
+    }
+}
+
+fn u64s(v: &[u64]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+#[test]
+fn host_philox_kernels_give_the_cpu_stream() {
+    use scorch_ops::cpu::RandDist;
+    use scorch_ops::CpuStorage;
+    let Some(exe) = driver() else { return };
+    // Lengths that end mid-block, offsets that carry into the counter's high word.
+    for (n, seed, offset) in [(1001usize, 7u64, 0u64), (4096, 0xdead_beef_1234, (1u64 << 32) - 3), (3, 1, 5)] {
+        for (dist, a, b, rd) in [
+            (0u64, 1.0, 0.0, RandDist::Uniform(0.0, 1.0)),
+            (0, 4.0, -2.0, RandDist::Uniform(-2.0, 2.0)),
+            (1, 0.5, 3.0, RandDist::Normal(3.0, 0.5)),
+        ] {
+            let mut input = u64s(&[n as u64, seed, offset, dist]);
+            input.extend(bytes_f64(&[a, b]));
+            let out = run(exe, "rand", &input);
+            let y32: Vec<f32> =
+                out[..4 * n].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+            let y64 = read_f64(&out[4 * n..]);
+            let (CpuStorage::F32(c32), CpuStorage::F64(c64)) = (
+                scorch_ops::cpu::random(scorch_ops::DType::F32, n, seed, offset, rd).unwrap(),
+                scorch_ops::cpu::random(scorch_ops::DType::F64, n, seed, offset, rd).unwrap(),
+            ) else {
+                panic!("storage types")
+            };
+            for i in 0..n {
+                if dist == 0 {
+                    assert_eq!(
+                        y32[i].to_bits(),
+                        c32[i].to_bits(),
+                        "uniform f32 {i} (n {n}, seed {seed}, offset {offset})"
+                    );
+                    assert_eq!(
+                        y64[i].to_bits(),
+                        c64[i].to_bits(),
+                        "uniform f64 {i} (n {n}, seed {seed}, offset {offset})"
+                    );
+                } else {
+                    // log / sin / cos: the host's libm against the CPU backend's `libm` crate.
+                    assert!((y64[i] - c64[i]).abs() <= 1e-14, "normal f64 {i}: {} vs {}", y64[i], c64[i]);
+                    assert!((y32[i] - c32[i]).abs() <= 4.0 * f32::EPSILON * c32[i].abs().max(1.0), "normal f32 {i}");
+                }
+            }
+        }
+        let (lo, span) = (-5i64, 11i64);
+        let input: Vec<u8> =
+            [n as i64, seed as i64, offset as i64, lo, span].iter().flat_map(|x| x.to_le_bytes()).collect();
+        let out: Vec<i64> =
+            run(exe, "randint", &input).chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect();
+        let CpuStorage::I64(want) = scorch_ops::cpu::randint(n, lo, lo + span, seed, offset).unwrap() else { panic!() };
+        assert_eq!(out, want, "randint (n {n}, seed {seed}, offset {offset})");
+    }
+}
+
+#[test]
+fn host_patch_embedding_gives_the_cpu_crops_and_gradient() {
+    use scorch_ops::{CpuStorage, Layout};
+    let Some(exe) = driver() else { return };
+    let mut r = rng(5);
+    for (b, c, h, w, ph, pw) in
+        [(3usize, 2usize, 9usize, 7usize, 4usize, 5usize), (2, 1, 1, 6, 1, 6), (1, 3, 5, 5, 5, 5)]
+    {
+        let tops: Vec<usize> = (0..b).map(|_| (r() * (h - ph + 1) as f64) as usize).collect();
+        let lefts: Vec<usize> = (0..b).map(|_| (r() * (w - pw + 1) as f64) as usize).collect();
+        let x: Vec<f64> = (0..b * c * h * w).map(|_| r() - 0.5).collect();
+        let g: Vec<f64> = (0..b * (c + 2) * ph * pw).map(|_| r() - 0.5).collect();
+        let mut input = u64s(&[b, c, h, w, ph, pw].map(|v| v as u64));
+        input.extend(u64s(&tops.iter().map(|&v| v as u64).collect::<Vec<_>>()));
+        input.extend(u64s(&lefts.iter().map(|&v| v as u64).collect::<Vec<_>>()));
+        input.extend(bytes_f64(&x));
+        input.extend(bytes_f64(&g));
+        let out = read_f64(&run(exe, "patch", &input));
+        let m = g.len();
+        let xs = CpuStorage::F64(x.clone());
+        let CpuStorage::F64(want) =
+            scorch_ops::cpu::fused::patch_embed((&xs, &Layout::contiguous(&[b, c, h, w])), &tops, &lefts, ph, pw)
+                .unwrap()
+        else {
+            panic!()
+        };
+        let gs = CpuStorage::F64(g.clone());
+        let CpuStorage::F64(dx) = scorch_ops::cpu::fused::patch_embed_bwd(
+            (&gs, &Layout::contiguous(&[b, c + 2, ph, pw])),
+            &[b, c, h, w],
+            &tops,
+            &lefts,
+        )
+        .unwrap() else {
+            panic!()
+        };
+        assert_eq!(&out[..m], &want[..], "patch_embed_f64 {b}×{c}×{h}×{w} → {ph}×{pw}");
+        let want32: Vec<f64> = want.iter().map(|&v| v as f32 as f64).collect();
+        assert_eq!(&out[m..2 * m], &want32[..], "patch_embed_f32");
+        assert_eq!(&out[2 * m..], &dx[..], "patch_embed_bwd_f64");
     }
 }

@@ -1,8 +1,8 @@
 // Host (C++) stand-ins for the CUDA built-ins the element-wise kernels use, so a kernel file
 // can be compiled by an ordinary C++ compiler and run on the CPU: one block of one thread,
 // so a grid-stride loop visits every element in order and a "warp" is a single lane.
-// Only for tests (cuda/tests/host_kernels.rs); the tensor-core and shared-memory kernels
-// need real warps and are not run this way.
+// Only for tests (cuda/tests/host_kernels.rs); the tensor-core, shared-memory and
+// warp-reduction kernels need real warps and are not run this way.
 #pragma once
 #include <math.h>
 #include <stdio.h>
@@ -16,6 +16,11 @@
 
 struct scorch_host_dim3 { unsigned x, y, z; };
 static scorch_host_dim3 threadIdx = {0, 0, 0}, blockIdx = {0, 0, 0}, blockDim = {1, 1, 1}, gridDim = {1, 1, 1};
+
+struct uint2 { unsigned x, y; };
+struct uint4 { unsigned x, y, z, w; };
+static inline uint2 make_uint2(unsigned x, unsigned y) { return {x, y}; }
+static inline uint4 make_uint4(unsigned x, unsigned y, unsigned z, unsigned w) { return {x, y, z, w}; }
 
 static inline double __longlong_as_double(long long v) { double d; memcpy(&d, &v, 8); return d; }
 static inline float __uint_as_float(unsigned v) { float f; memcpy(&f, &v, 4); return f; }

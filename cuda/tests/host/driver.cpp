@@ -1,14 +1,24 @@
-// Runs cuda/kernels/beta.cu's kernels on the CPU (see shim.h) for cuda/tests/host_kernels.rs.
-//   beta_driver kl32 IN OUT: IN = n (u64), a1, b1, a2, b2 (f32 × n each); runs beta_kl_f32 and
+// Runs the grid-loop kernels of cuda/kernels/{beta,rng,patch}.cu on the CPU (see shim.h) for
+// cuda/tests/host_kernels.rs. Integers in the files are u64 / i64, reals f32 or f64 as named.
+//   driver kl32 IN OUT: IN = n (u64), a1, b1, a2, b2 (f32 × n each); runs beta_kl_f32 and
 //     beta_kl_f32_fallback as the launcher does; OUT = count (u64), y (f32 × n).
-//   beta_driver kl64 IN OUT: IN = n (u64), a1, b1, a2, b2 (f64 × n each); OUT = y, then the four
+//   driver kl64 IN OUT: IN = n (u64), a1, b1, a2, b2 (f64 × n each); OUT = y, then the four
 //     gradients of beta_kl_bwd_f64 for an upstream gradient of 1 (f64 × n each).
-//   beta_driver klub64 IN OUT: IN = n, per (u64), eta, w_cond, w_marg (f64), xh, x (f64 × n),
+//   driver klub64 IN OUT: IN = n, per (u64), eta, w_cond, w_marg (f64), xh, x (f64 × n),
 //     alpha_s, alpha_t (f64 × n / per); OUT = beta_klub_f64's y and beta_klub_bwd_f64's
 //     gradient for an upstream gradient of 1 (f64 × n each).
+//   driver rand IN OUT: IN = n, seed, offset, dist (0 uniform, 1 normal), then a, b (f64);
+//     OUT = random_f32 (f32 × n), random_f64 (f64 × n), both v · a + b.
+//   driver randint IN OUT: IN = n, seed, offset, lo, span; OUT = randint_i64 over random_f64's
+//     uniforms of the same request (i64 × n).
+//   driver patch IN OUT: IN = b, c, h, w, ph, pw, tops (× b), lefts (× b), x (f64, b·c·h·w), g
+//     (f64, b·(c+2)·ph·pw); OUT = patch_embed_f64, patch_embed_f32 (as f64), and
+//     patch_embed_bwd_f64 into a zeroed dx.
 #include "shim.h"
 #include "../../kernels/common.cuh"
 #include "../../kernels/beta.cu"
+#include "../../kernels/rng.cu"
+#include "../../kernels/patch.cu"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -24,7 +34,7 @@ template <typename T> static void put(FILE* f, const std::vector<T>& v) {
 }
 
 int main(int argc, char** argv) {
-    if (argc != 4) { fprintf(stderr, "usage: beta_driver kl32|kl64|klub64 IN OUT\n"); return 2; }
+    if (argc != 4) { fprintf(stderr, "usage: driver kl32|kl64|klub64|rand|randint|patch IN OUT\n"); return 2; }
     FILE* in = fopen(argv[2], "rb");
     FILE* out = fopen(argv[3], "wb");
     if (!in || !out) { fprintf(stderr, "cannot open the input or output file\n"); return 2; }
@@ -55,6 +65,33 @@ int main(int argc, char** argv) {
         beta_klub_f64(xh.data(), x.data(), as.data(), at.data(), y.data(), (i64)n, (i64)per, c[0], c[1], c[2]);
         beta_klub_bwd_f64(xh.data(), x.data(), as.data(), at.data(), one.data(), g.data(), (i64)n, (i64)per, c[0], c[1], c[2]);
         put(out, y); put(out, g);
+    } else if (!strcmp(mode, "rand")) {
+        auto h = take<unsigned long long>(in, 3);
+        auto ab = take<double>(in, 2);
+        std::vector<float> y32(n);
+        std::vector<double> y64(n);
+        random_f32(y32.data(), (i64)n, h[0], h[1], (int)h[2], ab[0], ab[1]);
+        random_f64(y64.data(), (i64)n, h[0], h[1], (int)h[2], ab[0], ab[1]);
+        put(out, y32); put(out, y64);
+    } else if (!strcmp(mode, "randint")) {
+        auto h = take<long long>(in, 4);
+        std::vector<double> u(n);
+        std::vector<long long> y(n);
+        random_f64(u.data(), (i64)n, (unsigned long long)h[0], (unsigned long long)h[1], 0, 1.0, 0.0);
+        randint_i64(u.data(), y.data(), (i64)n, h[2], h[3]);
+        put(out, y);
+    } else if (!strcmp(mode, "patch")) {
+        // n is the batch size here.
+        auto d = take<unsigned long long>(in, 5);
+        size_t b = n, c = d[0], h = d[1], w = d[2], ph = d[3], pw = d[4];
+        auto tops = take<long long>(in, b), lefts = take<long long>(in, b);
+        auto x = take<double>(in, b * c * h * w), g = take<double>(in, b * (c + 2) * ph * pw);
+        std::vector<float> x32(x.begin(), x.end()), y32(g.size());
+        std::vector<double> y64(g.size()), dx(x.size(), 0.0);
+        patch_embed_f64(x.data(), tops.data(), lefts.data(), y64.data(), b, c, h, w, ph, pw);
+        patch_embed_f32(x32.data(), tops.data(), lefts.data(), y32.data(), b, c, h, w, ph, pw);
+        patch_embed_bwd_f64(g.data(), tops.data(), lefts.data(), dx.data(), b, c, h, w, ph, pw);
+        put(out, y64); put(out, std::vector<double>(y32.begin(), y32.end())); put(out, dx);
     } else {
         fprintf(stderr, "unknown mode %s\n", mode);
         return 2;
