@@ -48,6 +48,7 @@ __device__ __forceinline__ bf16_t float_to_bf16(float f) {
     return (bf16_t)(u >> 16);
 }
 
+#ifndef SCORCH_HOST_SHIM  // cuda/tests/host/shim.h supplies host versions
 __device__ __forceinline__ float f16_to_float(f16_t h) {
     float f;
     asm("{ cvt.f32.f16 %0, %1; }" : "=f"(f) : "h"(h));
@@ -59,6 +60,7 @@ __device__ __forceinline__ f16_t float_to_f16(float f) {
     asm("{ cvt.rn.f16.f32 %0, %1; }" : "=h"(h) : "f"(f));
     return h;
 }
+#endif
 
 // Load / store any element type through its compute type (float, or double for f64).
 __device__ __forceinline__ float load_f(const float* p, i64 i) { return p[i]; }

@@ -66,17 +66,22 @@ SOFTMAX_ROWS(softmax_rows_bf16, bf16_t, float, load_f, store_f)
 SOFTMAX_ROWS(softmax_rows_f16, f16_t, float, load_h, store_h)
 
 // Softmax of rows of at most 16 * 256 elements: each thread keeps its 16 values in registers,
-// so x is read once (the generic kernel above reads it three times).
+// so x is read once (the generic kernel above reads it three times). In-row offsets are 32-bit
+// and taken from the row's base pointer, which keeps the kernel's registers (and so the
+// blocks resident per SM) in bounds.
 #define SOFTMAX_CACHED(NAME, T, C, LOAD, STORE)                                                  \
 extern "C" __global__ void __launch_bounds__(256) NAME(const T* x, T* y, i64 rows, i64 len, int log_out) { \
     __shared__ C sh[32];                                                                         \
     C v[16];                                                                                     \
+    const int n = (int)len;                                                                      \
     for (i64 r = blockIdx.x; r < rows; r += gridDim.x) {                                         \
+        const T* xr = x + r * len;                                                               \
+        T* yr = y + r * len;                                                                     \
         C m = (C)-SCORCH_INF;                                                                    \
         _Pragma("unroll")                                                                        \
         for (int k = 0; k < 16; ++k) {                                                           \
-            i64 j = threadIdx.x + (i64)k * blockDim.x;                                           \
-            v[k] = j < len ? LOAD(x, r * len + j) : (C)-SCORCH_INF;                              \
+            int j = threadIdx.x + k * blockDim.x;                                                \
+            v[k] = j < n ? LOAD(xr, j) : (C)-SCORCH_INF;                                         \
             m = fmax(m, v[k]);                                                                   \
         }                                                                                        \
         m = block_reduce<C>(m, 1, sh);                                                           \
@@ -84,15 +89,15 @@ extern "C" __global__ void __launch_bounds__(256) NAME(const T* x, T* y, i64 row
         C s = (C)0;                                                                              \
         _Pragma("unroll")                                                                        \
         for (int k = 0; k < 16; ++k) {                                                           \
-            i64 j = threadIdx.x + (i64)k * blockDim.x;                                           \
-            if (j < len) s += exp(v[k] - m);                                                     \
+            int j = threadIdx.x + k * blockDim.x;                                                \
+            if (j < n) s += exp(v[k] - m);                                                       \
         }                                                                                        \
         s = block_reduce<C>(s, 0, sh);                                                           \
         C lse = m + log(s);                                                                      \
         _Pragma("unroll")                                                                        \
         for (int k = 0; k < 16; ++k) {                                                           \
-            i64 j = threadIdx.x + (i64)k * blockDim.x;                                           \
-            if (j < len) { C z = v[k] - lse; STORE(y, r * len + j, log_out ? z : exp(z)); }       \
+            int j = threadIdx.x + k * blockDim.x;                                                \
+            if (j < n) { C z = v[k] - lse; STORE(yr, j, log_out ? z : exp(z)); }                 \
         }                                                                                        \
     }                                                                                            \
 }
@@ -100,6 +105,45 @@ SOFTMAX_CACHED(softmax_cached_f32, float, float, load_f, store_f)
 SOFTMAX_CACHED(softmax_cached_f64, double, double, load_f, store_f)
 SOFTMAX_CACHED(softmax_cached_bf16, bf16_t, float, load_f, store_f)
 SOFTMAX_CACHED(softmax_cached_f16, f16_t, float, load_h, store_h)
+
+// The f32 cached softmax with 16-byte loads and stores, for rows of len % 4 == 0 (at most
+// 4 * 4 * blockDim.x) starting 16-byte aligned: thread t holds float4s t + k * blockDim.x.
+// The arithmetic of softmax_cached_f32; only the order of the row sum's terms differs.
+// About 40 registers instead of 64 (H100: six blocks of 256 per SM instead of four).
+__device__ __forceinline__ float softmax_max4(float4 v) { return fmaxf(fmaxf(v.x, v.y), fmaxf(v.z, v.w)); }
+__device__ __forceinline__ float softmax_out(float v, float lse, int log_out) { float z = v - lse; return log_out ? z : expf(z); }
+extern "C" __global__ void __launch_bounds__(256) softmax_cached_f32v4(const float* x, float* y, i64 rows, i64 len, int log_out) {
+    __shared__ float sh[32];
+    const float ninf = (float)-SCORCH_INF;
+    const int n4 = (int)(len >> 2);
+    float4 v[4];
+    for (i64 r = blockIdx.x; r < rows; r += gridDim.x) {
+        const float4* xr = (const float4*)(x + r * len);
+        float4* yr = (float4*)(y + r * len);
+        float m = ninf;
+        #pragma unroll
+        for (int k = 0; k < 4; ++k) {
+            int j = threadIdx.x + k * blockDim.x;
+            v[k] = j < n4 ? xr[j] : make_float4(ninf, ninf, ninf, ninf);
+            m = fmaxf(m, softmax_max4(v[k]));
+        }
+        m = block_reduce<float>(m, 1, sh);
+        if (m == ninf) m = 0.0f;
+        float s = 0.0f;
+        #pragma unroll
+        for (int k = 0; k < 4; ++k) {
+            if (threadIdx.x + k * blockDim.x < n4) s += ((expf(v[k].x - m) + expf(v[k].y - m)) + expf(v[k].z - m)) + expf(v[k].w - m);
+        }
+        s = block_reduce<float>(s, 0, sh);
+        float lse = m + logf(s);
+        #pragma unroll
+        for (int k = 0; k < 4; ++k) {
+            int j = threadIdx.x + k * blockDim.x;
+            if (j < n4) yr[j] = make_float4(softmax_out(v[k].x, lse, log_out), softmax_out(v[k].y, lse, log_out),
+                                            softmax_out(v[k].z, lse, log_out), softmax_out(v[k].w, lse, log_out));
+        }
+    }
+}
 
 // Inclusive prefix sum of each row, one thread per row, accumulated in double.
 #define CUMSUM_ROWS(NAME, T, LOAD, STORE)                                                        \

@@ -1,7 +1,7 @@
-//! The grid-loop kernels of `cuda/kernels/{beta,rng,patch}.cu` compiled by the host's C++
-//! compiler and run on the CPU (`tests/host/shim.h` stands in for the CUDA built-ins: one
-//! thread, one-lane warps), so the kernel source itself is checked on every machine, not
-//! only when a GPU is lent:
+//! Kernels of `cuda/kernels/{beta,rng,patch,reduce}.cu` compiled by the host's C++ compiler
+//! and run on the CPU (`tests/host/shim.h` stands in for the CUDA built-ins: each thread of a
+//! block an OS thread, barriers for `__syncthreads` and the warp shuffles), so the kernel
+//! source itself is checked on every machine, not only when a GPU is lent:
 //!
 //! * the f32 Beta KL's fast path answers bit for bit what its Rust mirror
 //!   (`scorch_ops::beta_f32`, tested against quadrature) answers, and defers exactly the
@@ -10,7 +10,10 @@
 //! * the double kernels (Beta KL and its gradient, the KLUB and its gradient) agree with
 //!   the CPU backend's f64 functions;
 //! * Philox uniforms, normals and randint give the CPU backend's stream for the same seed and
-//!   offset, and the patch coordinate embedding and its backward give the CPU's crops.
+//!   offset, and the patch coordinate embedding and its backward give the CPU's crops;
+//! * both softmax kernels (block reductions over warp shuffles and shared memory) give the
+//!   CPU's softmax and log-softmax on rows shorter and longer than a block, with fewer blocks
+//!   than rows.
 //!
 //! On a GPU the same source differs from the mirror only by NVRTC's multiply-add
 //! contraction and the device `logf`'s ulp, which the f32 path's error bound covers.
@@ -50,15 +53,8 @@ fn driver() -> Option<&'static Path> {
             std::fs::create_dir_all(&dir).unwrap();
             let exe = dir.join("driver");
             let out = Command::new(&cxx)
-                .args([
-                    "-std=c++17",
-                    "-O2",
-                    "-ffp-contract=off",
-                    "-fno-fast-math",
-                    "-Wall",
-                    "-Wno-unknown-pragmas",
-                    "-o",
-                ])
+                .args(["-std=c++20", "-O2", "-pthread", "-ffp-contract=off", "-fno-fast-math"])
+                .args(["-Wall", "-Wno-unknown-pragmas", "-Wno-sign-compare", "-o"])
                 .arg(&exe)
                 .arg(&src)
                 .output()
@@ -330,5 +326,45 @@ fn host_patch_embedding_gives_the_cpu_crops_and_gradient() {
         let want32: Vec<f64> = want.iter().map(|&v| v as f32 as f64).collect();
         assert_eq!(&out[m..2 * m], &want32[..], "patch_embed_f32");
         assert_eq!(&out[2 * m..], &dx[..], "patch_embed_bwd_f64");
+    }
+}
+
+#[test]
+fn host_softmax_kernels_match_the_cpu_softmax() {
+    use scorch_ops::{Cpu, CpuStorage, Kernels, Layout};
+    let Some(exe) = driver() else { return };
+    let mut r = rng(13);
+    // (rows, len, grid): a partial warp, a partial block, 16 per thread exactly, and rows
+    // longer than the cached kernel takes (the launcher sends those to softmax_rows).
+    for (rows, len, grid) in [(5usize, 7usize, 2u64), (9, 300, 4), (4, 1028, 3), (3, 4096, 3), (2, 5000, 1)] {
+        let x: Vec<f32> = (0..rows * len).map(|_| (8.0 * (r() - 0.5)) as f32).collect();
+        let xs = CpuStorage::F32(x.clone());
+        for log_out in [0u64, 1] {
+            let CpuStorage::F32(want) = Cpu.softmax((&xs, &Layout::contiguous(&[rows, len])), 1, log_out == 1).unwrap()
+            else {
+                panic!()
+            };
+            // 0: softmax_rows, 1: softmax_cached, 2: softmax_cached_f32v4 (rows of whole float4s).
+            for cached in [0u64, 1, 2] {
+                if (cached >= 1 && len > 16 * 256) || (cached == 2 && len % 4 != 0) {
+                    continue;
+                }
+                let mut input = u64s(&[rows as u64, len as u64, log_out, cached, grid]);
+                input.extend(bytes_f32(&x));
+                let y: Vec<f32> = run(exe, "softmax", &input)
+                    .chunks_exact(4)
+                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
+                    .collect();
+                for i in 0..rows * len {
+                    let tol = 2e-6 * want[i].abs().max(if log_out == 1 { 1.0 } else { 1e-3 });
+                    assert!(
+                        (y[i] - want[i]).abs() <= tol,
+                        "softmax (cached {cached}, log {log_out}) {rows}×{len} element {i}: {} vs {}",
+                        y[i],
+                        want[i]
+                    );
+                }
+            }
+        }
     }
 }

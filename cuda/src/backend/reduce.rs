@@ -167,9 +167,16 @@ pub fn softmax(cu: &Cuda, x: View<CudaStorage>, axis: usize, log: bool) -> Resul
     let sx = sfx("softmax", x.0.dtype())?;
     let lg = log as i32;
     along_axis(cu, x, axis, |xp, yp, rows, len| {
-        // Rows that fit 16 values per thread stay in registers (one read of x).
-        let kind = if len <= 16 * 256 { "cached" } else { "rows" };
-        launch!(cu, "reduce.cu", format!("softmax_{kind}_{sx}"), cfg_rows(rows as usize, 256); &xp, &yp, &rows, &len, &lg)
+        // Rows that fit 16 values per thread stay in registers (one read of x); f32 rows of
+        // whole float4s at 16-byte alignment move as float4s.
+        let name = if len > 16 * 256 {
+            format!("softmax_rows_{sx}")
+        } else if sx == "f32" && len % 4 == 0 && xp.is_multiple_of(16) && yp.is_multiple_of(16) {
+            "softmax_cached_f32v4".to_string()
+        } else {
+            format!("softmax_cached_{sx}")
+        };
+        launch!(cu, "reduce.cu", name, cfg_rows(rows as usize, 256); &xp, &yp, &rows, &len, &lg)
     })
 }
 

@@ -11,6 +11,9 @@
 //     OUT = random_f32 (f32 × n), random_f64 (f64 × n), both v · a + b.
 //   driver randint IN OUT: IN = n, seed, offset, lo, span; OUT = randint_i64 over random_f64's
 //     uniforms of the same request (i64 × n).
+//   driver softmax IN OUT: IN = rows, len, log_out, kernel (0: softmax_rows, 1: softmax_cached,
+//     2: softmax_cached_f32v4),
+//     grid, then x (f32 × rows·len); OUT = y (f32), the kernel on `grid` blocks of 256 threads.
 //   driver patch IN OUT: IN = b, c, h, w, ph, pw, tops (× b), lefts (× b), x (f64, b·c·h·w), g
 //     (f64, b·(c+2)·ph·pw); OUT = patch_embed_f64, patch_embed_f32 (as f64), and
 //     patch_embed_bwd_f64 into a zeroed dx.
@@ -19,10 +22,15 @@
 #include "../../kernels/beta.cu"
 #include "../../kernels/rng.cu"
 #include "../../kernels/patch.cu"
+#include "../../kernels/reduce.cu"
 
 #include <stdio.h>
 #include <stdlib.h>
 #include <vector>
+
+// The element-wise kernels on one thread (a grid-stride loop then visits every element in
+// order, and the Beta KL's warp-aggregated append sees one-lane warps).
+template <typename F> static void serial(F body) { host_launch({1, 1, 1}, {1, 1, 1}, body); }
 
 template <typename T> static std::vector<T> take(FILE* f, size_t n) {
     std::vector<T> v(n);
@@ -45,15 +53,15 @@ int main(int argc, char** argv) {
         std::vector<float> y(n, NAN);
         std::vector<unsigned long long> count(1, 0);
         std::vector<long long> list(n, -1);
-        beta_kl_f32(a1.data(), b1.data(), a2.data(), b2.data(), y.data(), (i64)n, count.data(), list.data());
-        beta_kl_f32_fallback(a1.data(), b1.data(), a2.data(), b2.data(), y.data(), count.data(), list.data());
+        serial([&] { beta_kl_f32(a1.data(), b1.data(), a2.data(), b2.data(), y.data(), (i64)n, count.data(), list.data()); });
+        serial([&] { beta_kl_f32_fallback(a1.data(), b1.data(), a2.data(), b2.data(), y.data(), count.data(), list.data()); });
         put(out, count);
         put(out, y);
     } else if (!strcmp(mode, "kl64")) {
         auto a1 = take<double>(in, n), b1 = take<double>(in, n), a2 = take<double>(in, n), b2 = take<double>(in, n);
         std::vector<double> y(n), one(n, 1.0), g0(n), g1(n), g2(n), g3(n);
-        beta_kl_f64(a1.data(), b1.data(), a2.data(), b2.data(), y.data(), (i64)n);
-        beta_kl_bwd_f64(a1.data(), b1.data(), a2.data(), b2.data(), one.data(), g0.data(), g1.data(), g2.data(), g3.data(), (i64)n);
+        serial([&] { beta_kl_f64(a1.data(), b1.data(), a2.data(), b2.data(), y.data(), (i64)n); });
+        serial([&] { beta_kl_bwd_f64(a1.data(), b1.data(), a2.data(), b2.data(), one.data(), g0.data(), g1.data(), g2.data(), g3.data(), (i64)n); });
         put(out, y); put(out, g0); put(out, g1); put(out, g2); put(out, g3);
     } else if (!strcmp(mode, "klub64")) {
         size_t per = take<unsigned long long>(in, 1)[0];
@@ -62,23 +70,23 @@ int main(int argc, char** argv) {
         size_t b = per ? n / per : 0;
         auto as = take<double>(in, b), at = take<double>(in, b);
         std::vector<double> y(n), one(n, 1.0), g(n);
-        beta_klub_f64(xh.data(), x.data(), as.data(), at.data(), y.data(), (i64)n, (i64)per, c[0], c[1], c[2]);
-        beta_klub_bwd_f64(xh.data(), x.data(), as.data(), at.data(), one.data(), g.data(), (i64)n, (i64)per, c[0], c[1], c[2]);
+        serial([&] { beta_klub_f64(xh.data(), x.data(), as.data(), at.data(), y.data(), (i64)n, (i64)per, c[0], c[1], c[2]); });
+        serial([&] { beta_klub_bwd_f64(xh.data(), x.data(), as.data(), at.data(), one.data(), g.data(), (i64)n, (i64)per, c[0], c[1], c[2]); });
         put(out, y); put(out, g);
     } else if (!strcmp(mode, "rand")) {
         auto h = take<unsigned long long>(in, 3);
         auto ab = take<double>(in, 2);
         std::vector<float> y32(n);
         std::vector<double> y64(n);
-        random_f32(y32.data(), (i64)n, h[0], h[1], (int)h[2], ab[0], ab[1]);
-        random_f64(y64.data(), (i64)n, h[0], h[1], (int)h[2], ab[0], ab[1]);
+        serial([&] { random_f32(y32.data(), (i64)n, h[0], h[1], (int)h[2], ab[0], ab[1]); });
+        serial([&] { random_f64(y64.data(), (i64)n, h[0], h[1], (int)h[2], ab[0], ab[1]); });
         put(out, y32); put(out, y64);
     } else if (!strcmp(mode, "randint")) {
         auto h = take<long long>(in, 4);
         std::vector<double> u(n);
         std::vector<long long> y(n);
-        random_f64(u.data(), (i64)n, (unsigned long long)h[0], (unsigned long long)h[1], 0, 1.0, 0.0);
-        randint_i64(u.data(), y.data(), (i64)n, h[2], h[3]);
+        serial([&] { random_f64(u.data(), (i64)n, (unsigned long long)h[0], (unsigned long long)h[1], 0, 1.0, 0.0); });
+        serial([&] { randint_i64(u.data(), y.data(), (i64)n, h[2], h[3]); });
         put(out, y);
     } else if (!strcmp(mode, "patch")) {
         // n is the batch size here.
@@ -88,10 +96,18 @@ int main(int argc, char** argv) {
         auto x = take<double>(in, b * c * h * w), g = take<double>(in, b * (c + 2) * ph * pw);
         std::vector<float> x32(x.begin(), x.end()), y32(g.size());
         std::vector<double> y64(g.size()), dx(x.size(), 0.0);
-        patch_embed_f64(x.data(), tops.data(), lefts.data(), y64.data(), b, c, h, w, ph, pw);
-        patch_embed_f32(x32.data(), tops.data(), lefts.data(), y32.data(), b, c, h, w, ph, pw);
-        patch_embed_bwd_f64(g.data(), tops.data(), lefts.data(), dx.data(), b, c, h, w, ph, pw);
+        serial([&] { patch_embed_f64(x.data(), tops.data(), lefts.data(), y64.data(), b, c, h, w, ph, pw); });
+        serial([&] { patch_embed_f32(x32.data(), tops.data(), lefts.data(), y32.data(), b, c, h, w, ph, pw); });
+        serial([&] { patch_embed_bwd_f64(g.data(), tops.data(), lefts.data(), dx.data(), b, c, h, w, ph, pw); });
         put(out, y64); put(out, std::vector<double>(y32.begin(), y32.end())); put(out, dx);
+    } else if (!strcmp(mode, "softmax")) {
+        auto h = take<unsigned long long>(in, 4);
+        size_t rows = n, len = h[0];
+        auto x = take<float>(in, rows * len);
+        std::vector<float> y(rows * len, NAN);
+        auto kernel = h[2] == 2 ? softmax_cached_f32v4 : (h[2] ? softmax_cached_f32 : softmax_rows_f32);
+        host_launch({(unsigned)h[3], 1, 1}, {256, 1, 1}, [&] { kernel(x.data(), y.data(), (i64)rows, (i64)len, (int)h[1]); });
+        put(out, y);
     } else {
         fprintf(stderr, "unknown mode %s\n", mode);
         return 2;

@@ -1,41 +1,140 @@
-// Host (C++) stand-ins for the CUDA built-ins the element-wise kernels use, so a kernel file
-// can be compiled by an ordinary C++ compiler and run on the CPU: one block of one thread,
-// so a grid-stride loop visits every element in order and a "warp" is a single lane.
-// Only for tests (cuda/tests/host_kernels.rs); the tensor-core, shared-memory and
-// warp-reduction kernels need real warps and are not run this way.
+// Host (C++) stand-ins for the CUDA built-ins scorch's kernels use, so a kernel file can be
+// compiled by an ordinary C++ compiler and run on the CPU. Only for tests
+// (cuda/tests/host_kernels.rs).
+//
+// `host_launch(grid, block, body)` runs every thread of a block as an OS thread, one block
+// after another: `__syncthreads` is a barrier of the block, warp shuffles and ballots a barrier
+// of the warp's lanes with an exchange slot per lane, and `__shared__` variables are statics
+// (one block runs at a time). This is SIMT with every lane of a warp converged at each warp
+// operation, which is how the kernels use them; the tensor-core kernels (inline PTX) are not
+// run this way.
 #pragma once
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
-#include <stdint.h>
 #include <string.h>
+
+#include <barrier>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <vector>
 
 #define __device__
 #define __global__
 #define __forceinline__ inline
+#define __shared__ static
+#define __launch_bounds__(...)
 
-struct scorch_host_dim3 { unsigned x, y, z; };
-static scorch_host_dim3 threadIdx = {0, 0, 0}, blockIdx = {0, 0, 0}, blockDim = {1, 1, 1}, gridDim = {1, 1, 1};
-
+struct dim3 {
+    unsigned x = 1, y = 1, z = 1;
+};
 struct uint2 { unsigned x, y; };
 struct uint4 { unsigned x, y, z, w; };
+struct alignas(16) float4 { float x, y, z, w; };
 static inline uint2 make_uint2(unsigned x, unsigned y) { return {x, y}; }
+static inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
 static inline uint4 make_uint4(unsigned x, unsigned y, unsigned z, unsigned w) { return {x, y, z, w}; }
+
+static thread_local dim3 threadIdx, blockIdx;
+static dim3 blockDim, gridDim;
+
+namespace scorch_host {
+struct Block {
+    std::unique_ptr<std::barrier<>> all;
+    std::vector<std::unique_ptr<std::barrier<>>> warps;
+    std::vector<unsigned long long> slot;  // one exchange word per thread
+};
+static Block block;
+static std::mutex atomics;
+
+static inline unsigned warp_size(unsigned warp) {
+    unsigned n = blockDim.x * blockDim.y * blockDim.z;
+    return n - warp * 32 < 32 ? n - warp * 32 : 32;
+}
+static inline unsigned flat_tid() { return threadIdx.x + blockDim.x * (threadIdx.y + blockDim.y * threadIdx.z); }
+static inline void warp_sync() { block.warps[flat_tid() >> 5]->arrive_and_wait(); }
+}  // namespace scorch_host
+
+// Runs `body` (a call of one kernel) for every thread of a `grid` × `block` launch.
+template <typename F>
+void host_launch(dim3 grid, dim3 blk, F body) {
+    using namespace scorch_host;
+    gridDim = grid;
+    blockDim = blk;
+    unsigned n = blk.x * blk.y * blk.z;
+    block.all = std::make_unique<std::barrier<>>(n);
+    block.warps.clear();
+    for (unsigned w = 0; w * 32 < n; ++w) block.warps.push_back(std::make_unique<std::barrier<>>(warp_size(w)));
+    block.slot.assign(n, 0);
+    for (unsigned bz = 0; bz < grid.z; ++bz)
+        for (unsigned by = 0; by < grid.y; ++by)
+            for (unsigned bx = 0; bx < grid.x; ++bx) {
+                std::vector<std::thread> threads;
+                for (unsigned t = 0; t < n; ++t)
+                    threads.emplace_back([=] {
+                        blockIdx = {bx, by, bz};
+                        threadIdx = {t % blk.x, (t / blk.x) % blk.y, t / (blk.x * blk.y)};
+                        body();
+                    });
+                for (auto& th : threads) th.join();
+            }
+}
+
+// f16 conversions (common.cuh's use PTX): the compiler's _Float16, round to nearest even.
+#define SCORCH_HOST_SHIM 1
+static inline float f16_to_float(unsigned short h) { _Float16 f; memcpy(&f, &h, 2); return (float)f; }
+static inline unsigned short float_to_f16(float v) { _Float16 f = (_Float16)v; unsigned short h; memcpy(&h, &f, 2); return h; }
 
 static inline double __longlong_as_double(long long v) { double d; memcpy(&d, &v, 8); return d; }
 static inline float __uint_as_float(unsigned v) { float f; memcpy(&f, &v, 4); return f; }
 static inline unsigned __float_as_uint(float f) { unsigned v; memcpy(&v, &f, 4); return v; }
-static inline unsigned __activemask() { return 1u; }
-static inline unsigned __ballot_sync(unsigned mask, bool p) { return (mask & 1u) && p ? 1u : 0u; }
 static inline int __ffs(unsigned x) { return __builtin_ffs((int)x); }
 static inline int __popc(unsigned x) { return __builtin_popcount(x); }
-template <typename T> static inline T __shfl_sync(unsigned, T v, int) { return v; }
-// A butterfly reduction needs 32 real lanes; with one lane it would silently sum 32 copies.
-template <typename T> static inline T __shfl_xor_sync(unsigned, T, int) {
-    fprintf(stderr, "__shfl_xor_sync: a warp reduction cannot run on the host shim\n");
-    abort();
+
+static inline void __syncthreads() { scorch_host::block.all->arrive_and_wait(); }
+static inline unsigned __activemask() {
+    unsigned w = scorch_host::warp_size(scorch_host::flat_tid() >> 5);
+    return w == 32 ? 0xffffffffu : (1u << w) - 1u;
 }
-static inline void __syncthreads() {}
-static inline unsigned long long atomicAdd(unsigned long long* p, unsigned long long v) {
-    unsigned long long old = *p; *p += v; return old;
+// Every lane of the warp publishes a word, all wait, each reads the lane it asks for.
+template <typename T>
+static inline T scorch_host_exchange(T v, unsigned src_lane) {
+    using namespace scorch_host;
+    static_assert(sizeof(T) <= 8, "exchange word");
+    unsigned tid = flat_tid(), base = tid & ~31u;
+    memcpy(&block.slot[tid], &v, sizeof(T));
+    warp_sync();
+    T r;
+    memcpy(&r, &block.slot[base + (src_lane < warp_size(tid >> 5) ? src_lane : tid - base)], sizeof(T));
+    warp_sync();
+    return r;
+}
+template <typename T> static inline T __shfl_sync(unsigned, T v, int lane) { return scorch_host_exchange(v, (unsigned)lane & 31u); }
+template <typename T> static inline T __shfl_xor_sync(unsigned, T v, int m) {
+    return scorch_host_exchange(v, ((scorch_host::flat_tid() & 31u) ^ (unsigned)m) & 31u);
+}
+static inline unsigned __ballot_sync(unsigned mask, bool p) {
+    using namespace scorch_host;
+    unsigned tid = flat_tid(), base = tid & ~31u, w = warp_size(tid >> 5);
+    block.slot[tid] = p;
+    warp_sync();
+    unsigned r = 0;
+    for (unsigned l = 0; l < w; ++l) r |= (block.slot[base + l] ? 1u : 0u) << l;
+    warp_sync();
+    return r & mask;
+}
+
+template <typename T> static inline T atomicAdd(T* p, T v) {
+    std::lock_guard<std::mutex> g(scorch_host::atomics);
+    T old = *p;
+    *p = old + v;
+    return old;
+}
+template <typename T> static inline T atomicMin(T* p, T v) {
+    std::lock_guard<std::mutex> g(scorch_host::atomics);
+    T old = *p;
+    if (v < old) *p = v;
+    return old;
 }
