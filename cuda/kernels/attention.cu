@@ -189,6 +189,9 @@ FLASH_FWD_F32(attn_flash_fwd_f32_d32, 32, 32)
 FLASH_FWD_F32(attn_flash_fwd_f32_d64, 64, 32)
 FLASH_FWD_F32(attn_flash_fwd_f32_d128, 128, 16)
 
+// The tensor-core kernels below are PTX-only; the host test shim (cuda/tests/host/shim.h)
+// runs the kernels above.
+#ifndef SCORCH_HOST_SHIM
 // ---------------------------------------------------------------------------------------
 // Tensor-core helpers (sm_80+): cp.async, ldmatrix, mma.sync m16n8k16 with f32 accumulation.
 // Fragment layouts (g = lane/4, t = lane%4): A regs (row g | g+8, cols 2t..2t+1 | +8),
@@ -615,3 +618,4 @@ FLASH_BWD_TC(attn_flash_bwd_bf16_d128, 128, 32, false)
 FLASH_BWD_TC(attn_flash_bwd_f16_d32, 32, 64, true)
 FLASH_BWD_TC(attn_flash_bwd_f16_d64, 64, 64, true)
 FLASH_BWD_TC(attn_flash_bwd_f16_d128, 128, 32, true)
+#endif  // SCORCH_HOST_SHIM

@@ -1,4 +1,4 @@
-//! Kernels of `cuda/kernels/{beta,rng,patch,reduce}.cu` compiled by the host's C++ compiler
+//! Kernels of `cuda/kernels/{beta,rng,patch,reduce,attention}.cu` compiled by the host's C++ compiler
 //! and run on the CPU (`tests/host/shim.h` stands in for the CUDA built-ins: each thread of a
 //! block an OS thread, barriers for `__syncthreads` and the warp shuffles), so the kernel
 //! source itself is checked on every machine, not only when a GPU is lent:
@@ -11,6 +11,8 @@
 //!   the CPU backend's f64 functions;
 //! * Philox uniforms, normals and randint give the CPU backend's stream for the same seed and
 //!   offset, and the patch coordinate embedding and its backward give the CPU's crops;
+//! * the f32 flash attention forward gives the CPU attention's output and log-sum-exp
+//!   (partial tiles, causal or not, head dims 32, 64, 128);
 //! * both softmax kernels (block reductions over warp shuffles and shared memory) give the
 //!   CPU's softmax and log-softmax on rows shorter and longer than a block, with fewer blocks
 //!   than rows.
@@ -365,6 +367,47 @@ fn host_softmax_kernels_match_the_cpu_softmax() {
                     );
                 }
             }
+        }
+    }
+}
+
+#[test]
+fn host_flash_attention_f32_matches_the_cpu_attention() {
+    use scorch_ops::cpu::attention::attention_fwd;
+    use scorch_ops::{CpuStorage, Layout};
+    let Some(exe) = driver() else { return };
+    let mut r = rng(17);
+    // Partial query and key tiles, a key count below one tile, every head dim the kernel has.
+    for (bh, sq, sk, d, causal) in [
+        (2usize, 37usize, 45usize, 32usize, false),
+        (1, 40, 40, 64, true),
+        (2, 5, 70, 128, false),
+        (1, 33, 9, 64, true),
+    ] {
+        let scale = 1.0 / (d as f64).sqrt();
+        let mut gen = |n: usize| -> Vec<f32> { (0..n).map(|_| (2.0 * r() - 1.0) as f32).collect() };
+        let (q, k, v) = (gen(bh * sq * d), gen(bh * sk * d), gen(bh * sk * d));
+        let mut input = u64s(&[bh as u64, sq as u64, sk as u64, d as u64, causal as u64]);
+        input.extend(bytes_f64(&[scale]));
+        for t in [&q, &k, &v] {
+            input.extend(bytes_f32(t));
+        }
+        let out: Vec<f32> =
+            run(exe, "attn", &input).chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+        let (o, lse) = out.split_at(bh * sq * d);
+        let (qs, ks, vs) = (CpuStorage::F32(q), CpuStorage::F32(k), CpuStorage::F32(v));
+        let (lq, lk) = (Layout::contiguous(&[1, bh, sq, d]), Layout::contiguous(&[1, bh, sk, d]));
+        let (CpuStorage::F32(wo), CpuStorage::F32(wl), _) =
+            attention_fwd((&qs, &lq), (&ks, &lk), (&vs, &lk), None, Some(scale), causal).unwrap()
+        else {
+            panic!()
+        };
+        let what = format!("bh {bh} sq {sq} sk {sk} d {d} causal {causal}");
+        for i in 0..o.len() {
+            assert!((o[i] - wo[i]).abs() <= 2e-6 * (1.0 + wo[i].abs()), "{what}: o[{i}] {} vs {}", o[i], wo[i]);
+        }
+        for i in 0..lse.len() {
+            assert!((lse[i] - wl[i]).abs() <= 2e-6 * (1.0 + wl[i].abs()), "{what}: lse[{i}] {} vs {}", lse[i], wl[i]);
         }
     }
 }

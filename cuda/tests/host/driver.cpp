@@ -14,6 +14,9 @@
 //   driver softmax IN OUT: IN = rows, len, log_out, kernel (0: softmax_rows, 1: softmax_cached,
 //     2: softmax_cached_f32v4),
 //     grid, then x (f32 × rows·len); OUT = y (f32), the kernel on `grid` blocks of 256 threads.
+//   driver attn IN OUT: IN = bh, sq, sk, d (32 | 64 | 128), causal, then scale (f64) and q
+//     [bh, sq, d], k, v [bh, sk, d] (f32); OUT = attn_flash_fwd_f32_d* on the launcher's grid
+//     (ceil(sq / 32), bh) of 128 threads: o (f32 × bh·sq·d), lse (f32 × bh·sq).
 //   driver patch IN OUT: IN = b, c, h, w, ph, pw, tops (× b), lefts (× b), x (f64, b·c·h·w), g
 //     (f64, b·(c+2)·ph·pw); OUT = patch_embed_f64, patch_embed_f32 (as f64), and
 //     patch_embed_bwd_f64 into a zeroed dx.
@@ -23,6 +26,7 @@
 #include "../../kernels/rng.cu"
 #include "../../kernels/patch.cu"
 #include "../../kernels/reduce.cu"
+#include "../../kernels/attention.cu"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -88,6 +92,18 @@ int main(int argc, char** argv) {
         serial([&] { random_f64(u.data(), (i64)n, (unsigned long long)h[0], (unsigned long long)h[1], 0, 1.0, 0.0); });
         serial([&] { randint_i64(u.data(), y.data(), (i64)n, h[2], h[3]); });
         put(out, y);
+    } else if (!strcmp(mode, "attn")) {
+        auto h = take<unsigned long long>(in, 4);
+        size_t bh = n, sq = h[0], sk = h[1], d = h[2];
+        int causal = (int)h[3];
+        float scale = (float)take<double>(in, 1)[0];
+        auto q = take<float>(in, bh * sq * d), k = take<float>(in, bh * sk * d), v = take<float>(in, bh * sk * d);
+        std::vector<float> o(bh * sq * d, NAN), lse(bh * sq, NAN);
+        auto kernel = d == 32 ? attn_flash_fwd_f32_d32 : (d == 64 ? attn_flash_fwd_f32_d64 : attn_flash_fwd_f32_d128);
+        host_launch({(unsigned)((sq + 31) / 32), (unsigned)bh, 1}, {128, 1, 1}, [&] {
+            kernel(q.data(), k.data(), v.data(), o.data(), lse.data(), (i64)sq, (i64)sk, scale, causal);
+        });
+        put(out, o); put(out, lse);
     } else if (!strcmp(mode, "patch")) {
         // n is the batch size here.
         auto d = take<unsigned long long>(in, 5);

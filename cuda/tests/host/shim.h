@@ -26,6 +26,7 @@
 #define __forceinline__ inline
 #define __shared__ static
 #define __launch_bounds__(...)
+#define __restrict__ __restrict
 
 struct dim3 {
     unsigned x = 1, y = 1, z = 1;
@@ -89,11 +90,13 @@ static inline unsigned short float_to_f16(float v) { _Float16 f = (_Float16)v; u
 
 static inline double __longlong_as_double(long long v) { double d; memcpy(&d, &v, 8); return d; }
 static inline float __uint_as_float(unsigned v) { float f; memcpy(&f, &v, 4); return f; }
+static inline float __int_as_float(int v) { float f; memcpy(&f, &v, 4); return f; }
 static inline unsigned __float_as_uint(float f) { unsigned v; memcpy(&v, &f, 4); return v; }
 static inline int __ffs(unsigned x) { return __builtin_ffs((int)x); }
 static inline int __popc(unsigned x) { return __builtin_popcount(x); }
 
 static inline void __syncthreads() { scorch_host::block.all->arrive_and_wait(); }
+static inline void __syncwarp(unsigned = 0xffffffffu) { scorch_host::warp_sync(); }
 static inline unsigned __activemask() {
     unsigned w = scorch_host::warp_size(scorch_host::flat_tid() >> 5);
     return w == 32 ? 0xffffffffu : (1u << w) - 1u;
