@@ -1,4 +1,4 @@
-//! Kernels of `cuda/kernels/{beta,rng,patch,reduce,attention}.cu` compiled by the host's C++ compiler
+//! Kernels of `cuda/kernels/{beta,rng,patch,reduce,attention,sid_loss}.cu` compiled by the host's C++ compiler
 //! and run on the CPU (`tests/host/shim.h` stands in for the CUDA built-ins: each thread of a
 //! block an OS thread, barriers for `__syncthreads` and the warp shuffles), so the kernel
 //! source itself is checked on every machine, not only when a GPU is lent:
@@ -11,6 +11,8 @@
 //!   the CPU backend's f64 functions;
 //! * Philox uniforms, normals and randint give the CPU backend's stream for the same seed and
 //!   offset, and the patch coordinate embedding and its backward give the CPU's crops;
+//! * the fused SiD generator and fake-score losses (forward: a block per sample; backward)
+//!   give the CPU backend's losses, normalisers and gradients;
 //! * the f32 flash attention forward gives the CPU attention's output and log-sum-exp
 //!   (partial tiles, causal or not, head dims 32, 64, 128);
 //! * both softmax kernels (block reductions over warp shuffles and shared memory) give the
@@ -409,5 +411,85 @@ fn host_flash_attention_f32_matches_the_cpu_attention() {
         for i in 0..lse.len() {
             assert!((lse[i] - wl[i]).abs() <= 2e-6 * (1.0 + wl[i].abs()), "{what}: lse[{i}] {} vs {}", lse[i], wl[i]);
         }
+    }
+}
+
+#[test]
+fn host_fused_sid_losses_match_the_cpu_backend() {
+    use scorch_ops::cpu::fused::{
+        sid_fake_score_loss, sid_fake_score_loss_bwd, sid_generator_loss, sid_generator_loss_bwd,
+    };
+    use scorch_ops::{CpuStorage, Layout};
+    let Some(exe) = driver() else { return };
+    let mut r = rng(19);
+    // More samples than blocks; a sample shorter than a block and one of several blocks' worth.
+    for (b, per, weighted) in [(5usize, 300usize, false), (4, 37, true), (2, 3 * 1024 + 5, false)] {
+        let n = b * per;
+        let alpha = 1.2;
+        let mut reals = |k: usize, s: f64| -> Vec<f64> { (0..k).map(|_| s * (2.0 * r() - 1.0)).collect() };
+        let weight: Vec<f64> = reals(b, 1.0).iter().map(|w| 0.5 + w.abs()).collect();
+        let (lambda, gg, gf) = (reals(b, 2.0), reals(b, 1.0), reals(b, 1.0));
+        let (yr, yf, xg): (Vec<f32>, Vec<f32>, Vec<f32>) = (
+            reals(n, 1.0).iter().map(|&v| v as f32).collect(),
+            reals(n, 1.0).iter().map(|&v| v as f32).collect(),
+            reals(n, 1.0).iter().map(|&v| v as f32).collect(),
+        );
+        let mut input = u64s(&[b as u64, per as u64, weighted as u64]);
+        input.extend(bytes_f64(&[alpha]));
+        if weighted {
+            input.extend(bytes_f64(&weight));
+        }
+        for v in [&lambda, &gg, &gf] {
+            input.extend(bytes_f64(v));
+        }
+        for v in [&yr, &yf, &xg] {
+            input.extend(bytes_f32(v));
+        }
+        let out = run(exe, "sid", &input);
+        let f64s = |at: usize, k: usize| read_f64(&out[at..at + 8 * k]);
+        let f32s = |at: usize, k: usize| -> Vec<f64> {
+            out[at..at + 4 * k].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect()
+        };
+        let (loss, w) = (f64s(0, b), f64s(8 * b, b));
+        let at = 16 * b;
+        let (dr, df, dx) = (f32s(at, n), f32s(at + 4 * n, n), f32s(at + 8 * n, n));
+        let fake = f64s(at + 12 * n, b);
+        let (gd, gy) = (f32s(at + 12 * n + 8 * b, n), f32s(at + 16 * n + 8 * b, n));
+
+        let cpu = |v: &[f32]| CpuStorage::F32(v.to_vec());
+        let (sr, sf, sx) = (cpu(&yr), cpu(&yf), cpu(&xg));
+        let (l, lb) = (Layout::contiguous(&[b, per]), Layout::contiguous(&[b]));
+        let as64 = |s: &CpuStorage| -> Vec<f64> {
+            match s {
+                CpuStorage::F32(v) => v.iter().map(|&x| x as f64).collect(),
+                CpuStorage::F64(v) => v.clone(),
+                _ => panic!("float storage"),
+            }
+        };
+        let close = |what: &str, got: &[f64], want: &[f64], tol: f64| {
+            for i in 0..want.len() {
+                assert!(
+                    (got[i] - want[i]).abs() <= tol * (1.0 + want[i].abs()),
+                    "{what}[{i}] ({b}×{per}): {} vs {}",
+                    got[i],
+                    want[i]
+                );
+            }
+        };
+        let (cl, cw) =
+            sid_generator_loss((&sr, &l), (&sf, &l), (&sx, &l), alpha, weighted.then_some(&weight[..])).unwrap();
+        close("generator loss", &loss, &as64(&cl), 1e-6);
+        close("normaliser", &w, &as64(&cw), 1e-6);
+        let g = CpuStorage::F64(gg.clone());
+        let (cdr, cdf, cdx) = sid_generator_loss_bwd((&sr, &l), (&sf, &l), (&sx, &l), &cw, (&g, &lb), alpha).unwrap();
+        close("d_real", &dr, &as64(&cdr), 1e-5);
+        close("d_fake", &df, &as64(&cdf), 1e-5);
+        close("d_x", &dx, &as64(&cdx), 1e-5);
+        let cf = sid_fake_score_loss((&sf, &l), (&sx, &l), &lambda).unwrap();
+        close("fake-score loss", &fake, &as64(&cf), 1e-6);
+        let g = CpuStorage::F64(gf.clone());
+        let (cgd, cgy) = sid_fake_score_loss_bwd((&sf, &l), (&sx, &l), &lambda, (&g, &lb)).unwrap();
+        close("d_denoised", &gd, &as64(&cgd), 1e-6);
+        close("d_target", &gy, &as64(&cgy), 1e-6);
     }
 }

@@ -17,6 +17,11 @@
 //   driver attn IN OUT: IN = bh, sq, sk, d (32 | 64 | 128), causal, then scale (f64) and q
 //     [bh, sq, d], k, v [bh, sk, d] (f32); OUT = attn_flash_fwd_f32_d* on the launcher's grid
 //     (ceil(sq / 32), bh) of 128 threads: o (f32 × bh·sq·d), lse (f32 × bh·sq).
+//   driver sid IN OUT: IN = b, per, has_weight, then alpha, weight (× b, if has_weight), lambda,
+//     g_gen, g_fake (f64 × b each), y_real, y_fake, x_g (f32 × b·per each); OUT = sid_gen_fwd_f32
+//     (3 blocks of 256) loss and weight (f64 × b each), sid_gen_bwd_f32's d_real, d_fake, d_x
+//     (f32), sid_fake_fwd_f32 on (y_fake, x_g) with lambda (f64 × b), sid_fake_bwd_f32's
+//     two gradients (f32).
 //   driver patch IN OUT: IN = b, c, h, w, ph, pw, tops (× b), lefts (× b), x (f64, b·c·h·w), g
 //     (f64, b·(c+2)·ph·pw); OUT = patch_embed_f64, patch_embed_f32 (as f64), and
 //     patch_embed_bwd_f64 into a zeroed dx.
@@ -27,6 +32,7 @@
 #include "../../kernels/patch.cu"
 #include "../../kernels/reduce.cu"
 #include "../../kernels/attention.cu"
+#include "../../kernels/sid_loss.cu"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -104,6 +110,23 @@ int main(int argc, char** argv) {
             kernel(q.data(), k.data(), v.data(), o.data(), lse.data(), (i64)sq, (i64)sk, scale, causal);
         });
         put(out, o); put(out, lse);
+    } else if (!strcmp(mode, "sid")) {
+        auto h = take<unsigned long long>(in, 2);
+        size_t b = n, per = h[0], m = b * per;
+        double alpha = take<double>(in, 1)[0];
+        auto weight = take<double>(in, h[1] ? b : 0);
+        auto lambda = take<double>(in, b), gg = take<double>(in, b), gf = take<double>(in, b);
+        auto yr = take<float>(in, m), yf = take<float>(in, m), xg = take<float>(in, m);
+        std::vector<double> loss(b, NAN), w(b, NAN), fake(b, NAN);
+        std::vector<float> dr(m, NAN), df(m, NAN), dx(m, NAN), gd(m, NAN), gy(m, NAN);
+        const double* wp = h[1] ? weight.data() : nullptr;
+        host_launch({3, 1, 1}, {256, 1, 1}, [&] {
+            sid_gen_fwd_f32(yr.data(), yf.data(), xg.data(), wp, loss.data(), w.data(), (i64)b, (i64)per, alpha);
+        });
+        serial([&] { sid_gen_bwd_f32(yr.data(), yf.data(), xg.data(), w.data(), gg.data(), dr.data(), df.data(), dx.data(), (i64)m, (i64)per, alpha); });
+        host_launch({3, 1, 1}, {256, 1, 1}, [&] { sid_fake_fwd_f32(yf.data(), xg.data(), lambda.data(), fake.data(), (i64)b, (i64)per); });
+        serial([&] { sid_fake_bwd_f32(yf.data(), xg.data(), lambda.data(), gf.data(), gd.data(), gy.data(), (i64)m, (i64)per); });
+        put(out, loss); put(out, w); put(out, dr); put(out, df); put(out, dx); put(out, fake); put(out, gd); put(out, gy);
     } else if (!strcmp(mode, "patch")) {
         // n is the batch size here.
         auto d = take<unsigned long long>(in, 5);
