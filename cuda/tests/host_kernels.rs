@@ -1,4 +1,4 @@
-//! Kernels of `cuda/kernels/{beta,rng,patch,reduce,attention,sid_loss}.cu` compiled by the host's C++ compiler
+//! Kernels of `cuda/kernels/{beta,rng,patch,reduce,attention,sid_loss,nn}.cu` compiled by the host's C++ compiler
 //! and run on the CPU (`tests/host/shim.h` stands in for the CUDA built-ins: each thread of a
 //! block an OS thread, barriers for `__syncthreads` and the warp shuffles), so the kernel
 //! source itself is checked on every machine, not only when a GPU is lent:
@@ -13,6 +13,8 @@
 //!   offset, and the patch coordinate embedding and its backward give the CPU's crops;
 //! * the fused SiD generator and fake-score losses (forward: a block per sample; backward)
 //!   give the CPU backend's losses, normalisers and gradients;
+//! * group, layer and RMS norm forward and backward (statistics, dx, and the chunked two-step
+//!   dw / db) give the CPU backend's outputs;
 //! * the f32 flash attention forward gives the CPU attention's output and log-sum-exp
 //!   (partial tiles, causal or not, head dims 32, 64, 128);
 //! * both softmax kernels (block reductions over warp shuffles and shared memory) give the
@@ -491,5 +493,89 @@ fn host_fused_sid_losses_match_the_cpu_backend() {
         let (cgd, cgy) = sid_fake_score_loss_bwd((&sf, &l), (&sx, &l), &lambda, (&g, &lb)).unwrap();
         close("d_denoised", &gd, &as64(&cgd), 1e-6);
         close("d_target", &gy, &as64(&cgy), 1e-6);
+    }
+}
+
+#[test]
+fn host_norm_kernels_match_the_cpu_norms() {
+    use scorch_ops::cpu::norm::{norm_bwd, norm_fwd, NormGeom, NormKind};
+    use scorch_ops::{CpuStorage, Layout};
+    let Some(exe) = driver() else { return };
+    let mut r = rng(23);
+    // (kind, shape, affine, threads, chunks): EDM-like group norm, a group longer than a block,
+    // layer and RMS norm over the last dim, fewer chunks than samples.
+    let cases = [
+        (NormKind::Group(4), vec![3usize, 8, 5, 5], true, 128u64, 2u64),
+        (NormKind::Group(2), vec![2, 4, 17, 9], false, 256, 1),
+        (NormKind::Layer, vec![5, 3, 24], true, 32, 3),
+        (NormKind::Rms, vec![7, 40], true, 64, 4),
+        // Chunks of more samples than the 8 sample lanes of the dw / db blocks.
+        (NormKind::Layer, vec![2, 30, 12], true, 32, 2),
+        (NormKind::Group(2), vec![20, 4, 3, 3], true, 32, 1),
+    ];
+    for (kind, shape, affine, threads, chunks) in cases {
+        let g = NormGeom::new(kind, &shape).unwrap();
+        let (groups, center) = match kind {
+            NormKind::Group(k) => (k, true),
+            NormKind::Layer => (1, true),
+            NormKind::Rms => (1, false),
+        };
+        let m: usize = shape.iter().product();
+        let mut reals =
+            |k: usize, s: f64, o: f64| -> Vec<f32> { (0..k).map(|_| (o + s * (2.0 * r() - 1.0)) as f32).collect() };
+        let (x, gy) = (reals(m, 2.0, 0.7), reals(m, 1.0, 0.0));
+        let (w, b) = (reals(g.channels, 0.5, 1.0), reals(g.channels, 0.5, 0.0));
+        let eps = 1e-5;
+        let head = [g.rows, g.nseg, g.seg, groups, center as usize, threads as usize, g.channels, chunks as usize];
+        let mut input = u64s(&head.map(|v| v as u64));
+        input.extend(u64s(&[affine as u64, affine as u64]));
+        input.extend(bytes_f64(&[eps]));
+        for v in [&x, &gy] {
+            input.extend(bytes_f32(v));
+        }
+        if affine {
+            input.extend(bytes_f32(&w));
+            input.extend(bytes_f32(&b));
+        }
+        let out: Vec<f64> = run(exe, "norm", &input)
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
+            .collect();
+        let mut at = 0;
+        let mut next = |k: usize| {
+            at += k;
+            out[at - k..at].to_vec()
+        };
+        let (y, mean, rstd, dx, dw, db) =
+            (next(m), next(g.rows), next(g.rows), next(m), next(g.channels), next(g.channels));
+
+        let st = |v: &[f32]| CpuStorage::F32(v.to_vec());
+        let (xs, gs, ws, bs) = (st(&x), st(&gy), st(&w), st(&b));
+        let (l, lc) = (Layout::contiguous(&shape), Layout::contiguous(&[g.channels]));
+        let (wo, bo) = if affine { (Some((&ws, &lc)), Some((&bs, &lc))) } else { (None, None) };
+        let (cy, cm, cr) = norm_fwd(kind, &xs, &l, wo, bo, eps).unwrap();
+        let (cdx, cdw, cdb) = norm_bwd(kind, &gs, &l, &xs, &l, &cm, &cr, wo).unwrap();
+        let f = |s: &CpuStorage| -> Vec<f64> {
+            let CpuStorage::F32(v) = s else { panic!("f32 storage") };
+            v.iter().map(|&x| x as f64).collect()
+        };
+        for (what, got, want) in [
+            ("y", y, f(&cy)),
+            ("mean", mean, f(&cm)),
+            ("rstd", rstd, f(&cr)),
+            ("dx", dx, f(&cdx)),
+            ("dw", dw, f(&cdw)),
+            ("db", db, f(&cdb)),
+        ] {
+            let scale = want.iter().fold(1.0f64, |a, v| a.max(v.abs()));
+            for i in 0..want.len() {
+                assert!(
+                    (got[i] - want[i]).abs() <= 2e-5 * scale,
+                    "{kind:?} {shape:?} {what}[{i}]: {} vs {}",
+                    got[i],
+                    want[i]
+                );
+            }
+        }
     }
 }

@@ -22,6 +22,11 @@
 //     (3 blocks of 256) loss and weight (f64 × b each), sid_gen_bwd_f32's d_real, d_fake, d_x
 //     (f32), sid_fake_fwd_f32 on (y_fake, x_g) with lambda (f64 × b), sid_fake_bwd_f32's
 //     two gradients (f32).
+//   driver norm IN OUT: IN = rows, nseg, seg, groups, center, threads, channels, nchunks,
+//     has_w, has_b, then eps (f64), x, gy (f32 × rows·nseg·seg), w, b (f32 × channels, when
+//     present); OUT = norm_fwd_f32 (3 blocks of `threads`) y, mean, rstd, then the backward:
+//     norm_bwd_dx_f32's dx, norm_bwd_part_f32 over `nchunks` chunks and norm_bwd_fin_f32's
+//     dw, db (all f32).
 //   driver patch IN OUT: IN = b, c, h, w, ph, pw, tops (× b), lefts (× b), x (f64, b·c·h·w), g
 //     (f64, b·(c+2)·ph·pw); OUT = patch_embed_f64, patch_embed_f32 (as f64), and
 //     patch_embed_bwd_f64 into a zeroed dx.
@@ -33,6 +38,7 @@
 #include "../../kernels/reduce.cu"
 #include "../../kernels/attention.cu"
 #include "../../kernels/sid_loss.cu"
+#include "../../kernels/nn.cu"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -127,6 +133,34 @@ int main(int argc, char** argv) {
         host_launch({3, 1, 1}, {256, 1, 1}, [&] { sid_fake_fwd_f32(yf.data(), xg.data(), lambda.data(), fake.data(), (i64)b, (i64)per); });
         serial([&] { sid_fake_bwd_f32(yf.data(), xg.data(), lambda.data(), gf.data(), gd.data(), gy.data(), (i64)m, (i64)per); });
         put(out, loss); put(out, w); put(out, dr); put(out, df); put(out, dx); put(out, fake); put(out, gd); put(out, gy);
+    } else if (!strcmp(mode, "norm")) {
+        auto h = take<unsigned long long>(in, 9);
+        i64 rows = (i64)n, nseg = (i64)h[0], seg = (i64)h[1], groups = (i64)h[2], channels = (i64)h[5];
+        int center = (int)h[3];
+        unsigned threads = (unsigned)h[4];
+        i64 len = nseg * seg, m = rows * len, samples = rows / groups, l = channels * seg;
+        double eps = take<double>(in, 1)[0];
+        auto x = take<float>(in, m), gy = take<float>(in, m);
+        auto w = take<float>(in, h[7] ? channels : 0), b = take<float>(in, h[8] ? channels : 0);
+        const float* wp = h[7] ? w.data() : nullptr;
+        const float* bp = h[8] ? b.data() : nullptr;
+        std::vector<float> y(m, NAN), mean(rows, NAN), rstd(rows, NAN), dx(m, NAN), dw(channels, NAN), db(channels, NAN);
+        host_launch({3, 1, 1}, {threads, 1, 1}, [&] {
+            norm_fwd_f32(x.data(), wp, bp, y.data(), mean.data(), rstd.data(), rows, nseg, seg, groups, center, eps);
+        });
+        host_launch({3, 1, 1}, {threads, 1, 1}, [&] {
+            norm_bwd_dx_f32(gy.data(), x.data(), mean.data(), rstd.data(), wp, dx.data(), rows, nseg, seg, groups, center);
+        });
+        i64 nchunks = (i64)h[6], chunk = (samples + nchunks - 1) / nchunks;
+        nchunks = (samples + chunk - 1) / chunk;
+        std::vector<float> pw(nchunks * l, NAN), pb(nchunks * l, NAN);
+        host_launch({(unsigned)((l + 31) / 32), (unsigned)nchunks, 1}, {32, 8, 1}, [&] {
+            norm_bwd_part_f32(gy.data(), x.data(), mean.data(), rstd.data(), pw.data(), pb.data(), samples, l, seg, nseg, groups, chunk);
+        });
+        host_launch({3, 1, 1}, {64, 1, 1}, [&] {
+            norm_bwd_fin_f32(pw.data(), pb.data(), dw.data(), db.data(), channels, l, seg, nchunks);
+        });
+        put(out, y); put(out, mean); put(out, rstd); put(out, dx); put(out, dw); put(out, db);
     } else if (!strcmp(mode, "patch")) {
         // n is the batch size here.
         auto d = take<unsigned long long>(in, 5);
