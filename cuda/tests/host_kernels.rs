@@ -1,4 +1,4 @@
-//! Kernels of `cuda/kernels/{beta,rng,patch,reduce,attention,sid_loss,nn}.cu` compiled by the host's C++ compiler
+//! Kernels of `cuda/kernels/{beta,rng,patch,reduce,attention,sid_loss,nn,optim}.cu` compiled by the host's C++ compiler
 //! and run on the CPU (`tests/host/shim.h` stands in for the CUDA built-ins: each thread of a
 //! block an OS thread, barriers for `__syncthreads` and the warp shuffles), so the kernel
 //! source itself is checked on every machine, not only when a GPU is lent:
@@ -15,6 +15,8 @@
 //!   give the CPU backend's losses, normalisers and gradients;
 //! * group, layer and RMS norm forward and backward (statistics, dx, and the chunked two-step
 //!   dw / db) give the CPU backend's outputs;
+//! * the fused Adam / AdamW, SGD (momentum, Nesterov) and EMA steps give the CPU's values bit
+//!   for bit (explicitly rounded operations), and the clipping sum of squares its sum;
 //! * the f32 flash attention forward gives the CPU attention's output and log-sum-exp
 //!   (partial tiles, causal or not, head dims 32, 64, 128);
 //! * both softmax kernels (block reductions over warp shuffles and shared memory) give the
@@ -577,5 +579,58 @@ fn host_norm_kernels_match_the_cpu_norms() {
                 );
             }
         }
+    }
+}
+
+#[test]
+fn host_optimizer_kernels_match_the_cpu_bit_for_bit() {
+    use scorch_ops::cpu::optim::{adam_update, ema_update, sgd_update, AdamParams, AdamScalars, SgdParams};
+    let Some(exe) = driver() else { return };
+    let mut r = rng(29);
+    let n = 1000;
+    let mut reals = |s: f64| -> Vec<f32> { (0..n).map(|_| (s * (2.0 * r() - 1.0)) as f32).collect() };
+    let (p, g, m) = (reals(1.0), reals(0.1), reals(0.01));
+    let v: Vec<f32> = reals(1e-3).iter().map(|x| x.abs()).collect();
+    let (buf, shadow) = (reals(0.05), reals(1.0));
+    for (decoupled, step, momentum, first, nesterov) in [(true, 3u64, 0.9, false, true), (false, 1, 0.5, true, false)] {
+        let hp = AdamParams { lr: 2e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01, decoupled };
+        let sp = SgdParams { lr: 0.1, momentum, dampening: 0.1, weight_decay: 1e-4, nesterov };
+        let beta = 0.999;
+        let s = AdamScalars::<f64>::new(step, &hp).unwrap();
+        let mut input = u64s(&[n as u64, decoupled as u64, (momentum != 0.0) as u64, first as u64, nesterov as u64]);
+        input.extend(bytes_f64(&[
+            s.beta1_w,
+            s.beta2,
+            s.one_minus_beta2,
+            s.neg_step_size,
+            s.bias_correction2_sqrt,
+            s.eps,
+            s.wd,
+            s.decay_factor,
+        ]));
+        input.extend(bytes_f64(&[-sp.lr, sp.weight_decay, sp.momentum, 1.0 - sp.dampening, 1.0 - beta]));
+        for t in [&p, &g, &m, &v, &buf, &shadow] {
+            input.extend(bytes_f32(t));
+        }
+        let out = run(exe, "optim", &input);
+        let f = |k: usize| -> Vec<f32> {
+            out[4 * n * k..4 * n * (k + 1)].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+        };
+        let total = read_f64(&out[24 * n..])[0];
+        let (mut cp, mut cm, mut cv) = (p.clone(), m.clone(), v.clone());
+        adam_update(&mut cp, &g, &mut cm, &mut cv, step, &hp).unwrap();
+        let (mut sp_, mut sb) = (p.clone(), buf.clone());
+        sgd_update(&mut sp_, &g, &mut sb, first, &sp).unwrap();
+        let mut cs = shadow.clone();
+        ema_update(&mut cs, &p, beta).unwrap();
+        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+        for (what, got, want) in [("adam p", f(0), cp), ("adam m", f(1), cm), ("adam v", f(2), cv)] {
+            assert_eq!(bits(&got), bits(&want), "{what} (decoupled {decoupled}, step {step})");
+        }
+        for (what, got, want) in [("sgd p", f(3), sp_), ("sgd buf", f(4), sb), ("ema", f(5), cs)] {
+            assert_eq!(bits(&got), bits(&want), "{what} (momentum {momentum}, first {first}, nesterov {nesterov})");
+        }
+        let want: f64 = g.iter().map(|&x| (x as f64) * (x as f64)).sum();
+        assert!((total - want).abs() <= 1e-12 * want, "sum of squares {total} vs {want}");
     }
 }

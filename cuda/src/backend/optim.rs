@@ -10,7 +10,7 @@
 use super::{launch, sfx, Cuda, CudaStorage};
 use crate::device::CudaDevice;
 use cudarc::driver::LaunchConfig;
-use scorch_ops::cpu::optim::{AdamParams, SgdParams, Span, SpanMut};
+use scorch_ops::cpu::optim::{AdamParams, AdamScalars, SgdParams, Span, SpanMut};
 use scorch_ops::cpu::CpuStorage;
 use scorch_ops::{DType, Error, Result};
 use std::ops::Range;
@@ -72,20 +72,11 @@ pub fn adam_update_storage(
     let (mp, mn) = span(OP, m.0, &m.1)?;
     let (vp, vn) = span(OP, v.0, &v.1)?;
     check_lens("adam", n, &[("grad", gn), ("exp_avg", mn), ("exp_avg_sq", vn)])?;
-    if step == 0 {
-        return Err(Error::Msg("adam: the step count starts at 1 (bias correction divides by 1 − β₁^step)".into()));
-    }
-    // The CPU's AdamScalars, in f64; the kernel rounds each to the element type.
-    let bias_correction1 = 1.0 - hp.beta1.powf(step as f64);
-    let bias_correction2 = 1.0 - hp.beta2.powf(step as f64);
-    let beta1_w = 1.0 - hp.beta1;
-    let beta2 = hp.beta2;
-    let one_minus_beta2 = 1.0 - hp.beta2;
-    let neg_step_size = -(hp.lr / bias_correction1);
-    let bc2_sqrt = bias_correction2.sqrt();
-    let (eps, wd) = (hp.eps, hp.weight_decay);
-    let decay = 1.0 - hp.lr * hp.weight_decay;
-    let decoupled = hp.decoupled as i32;
+    // The CPU's scalars in f64; the kernel rounds each to the element type.
+    let s = AdamScalars::<f64>::new(step, hp)?;
+    let (beta1_w, beta2, one_minus_beta2, neg_step_size) = (s.beta1_w, s.beta2, s.one_minus_beta2, s.neg_step_size);
+    let (bc2_sqrt, eps, wd, decay) = (s.bias_correction2_sqrt, s.eps, s.wd, s.decay_factor);
+    let decoupled = s.decoupled as i32;
     if n == 0 {
         return Ok(());
     }

@@ -27,6 +27,12 @@
 //     present); OUT = norm_fwd_f32 (3 blocks of `threads`) y, mean, rstd, then the backward:
 //     norm_bwd_dx_f32's dx, norm_bwd_part_f32 over `nchunks` chunks and norm_bwd_fin_f32's
 //     dw, db (all f32).
+//   driver optim IN OUT: IN = n, decoupled, momentum, first, nesterov, then the Adam scalars
+//     (beta1_w, beta2, one_minus_beta2, neg_step_size, bc2_sqrt, eps, wd, decay), the SGD ones
+//     (neg_lr, wd, mu, damp) and the EMA weight (f64), then p, g, m, v, buf, shadow (f32 × n);
+//     OUT = adam_f32's p, m, v, then sgd_f32's p, buf (from the same p, g), ema_f32's shadow
+//     toward p (f32 × n each), and the sum of squares of g (sumsq_f32 on 3 blocks of 256, then
+//     sumsq_final; f64).
 //   driver patch IN OUT: IN = b, c, h, w, ph, pw, tops (× b), lefts (× b), x (f64, b·c·h·w), g
 //     (f64, b·(c+2)·ph·pw); OUT = patch_embed_f64, patch_embed_f32 (as f64), and
 //     patch_embed_bwd_f64 into a zeroed dx.
@@ -39,6 +45,7 @@
 #include "../../kernels/attention.cu"
 #include "../../kernels/sid_loss.cu"
 #include "../../kernels/nn.cu"
+#include "../../kernels/optim.cu"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -161,6 +168,20 @@ int main(int argc, char** argv) {
             norm_bwd_fin_f32(pw.data(), pb.data(), dw.data(), db.data(), channels, l, seg, nchunks);
         });
         put(out, y); put(out, mean); put(out, rstd); put(out, dx); put(out, dw); put(out, db);
+    } else if (!strcmp(mode, "optim")) {
+        auto h = take<unsigned long long>(in, 4);
+        auto a = take<double>(in, 8), sg = take<double>(in, 4);
+        double ew = take<double>(in, 1)[0];
+        auto p = take<float>(in, n), g = take<float>(in, n), m = take<float>(in, n), v = take<float>(in, n);
+        auto buf = take<float>(in, n), shadow = take<float>(in, n);
+        auto pa = p, ps = p;
+        serial([&] { adam_f32(pa.data(), g.data(), m.data(), v.data(), (i64)n, a[0], a[1], a[2], a[3], a[4], a[5], a[6], a[7], (int)h[0]); });
+        serial([&] { sgd_f32(ps.data(), g.data(), buf.data(), (i64)n, sg[0], sg[1], sg[2], sg[3], (int)h[1], (int)h[2], (int)h[3]); });
+        serial([&] { ema_f32(shadow.data(), p.data(), (i64)n, ew); });
+        std::vector<double> part(3, NAN), total(1, NAN);
+        host_launch({3, 1, 1}, {256, 1, 1}, [&] { sumsq_f32(g.data(), (i64)n, part.data()); });
+        host_launch({1, 1, 1}, {256, 1, 1}, [&] { sumsq_final(part.data(), 3, total.data()); });
+        put(out, pa); put(out, m); put(out, v); put(out, ps); put(out, buf); put(out, shadow); put(out, total);
     } else if (!strcmp(mode, "patch")) {
         // n is the batch size here.
         auto d = take<unsigned long long>(in, 5);

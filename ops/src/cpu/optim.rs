@@ -79,21 +79,23 @@ fn lerp<T: OptimFloat>(a: T, b: T, w: T) -> T {
 }
 
 /// Scalars of an Adam step that do not depend on the element, computed once in f64 as
-/// PyTorch does (its step count is a Python float there).
-struct AdamScalars<T> {
-    beta1_w: T,
-    beta2: T,
-    one_minus_beta2: T,
-    neg_step_size: T,
-    bias_correction2_sqrt: T,
-    eps: T,
-    wd: T,
-    decay_factor: T,
-    decoupled: bool,
+/// PyTorch does (its step count is a Python float there) and rounded to `T`. The CUDA
+/// backend takes `AdamScalars::<f64>` and rounds them to the element type in the kernel.
+pub struct AdamScalars<T> {
+    pub beta1_w: T,
+    pub beta2: T,
+    pub one_minus_beta2: T,
+    pub neg_step_size: T,
+    pub bias_correction2_sqrt: T,
+    pub eps: T,
+    pub wd: T,
+    pub decay_factor: T,
+    pub decoupled: bool,
 }
 
 impl<T: OptimFloat> AdamScalars<T> {
-    fn new(step: u64, p: &AdamParams) -> Result<Self> {
+    /// The scalars of step `step` (1-based; 0 is an error).
+    pub fn new(step: u64, p: &AdamParams) -> Result<Self> {
         if step == 0 {
             return Err(Error::Msg("adam: the step count starts at 1 (bias correction divides by 1 − β₁^step)".into()));
         }
