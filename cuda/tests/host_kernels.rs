@@ -1,4 +1,4 @@
-//! Kernels of `cuda/kernels/{beta,rng,patch,reduce,attention,sid_loss,nn,optim}.cu` compiled by the host's C++ compiler
+//! Kernels of `cuda/kernels/{beta,rng,patch,reduce,attention,sid_loss,nn,optim,conv}.cu` compiled by the host's C++ compiler
 //! and run on the CPU (`tests/host/shim.h` stands in for the CUDA built-ins: each thread of a
 //! block an OS thread, barriers for `__syncthreads` and the warp shuffles), so the kernel
 //! source itself is checked on every machine, not only when a GPU is lent:
@@ -17,6 +17,8 @@
 //!   dw / db) give the CPU backend's outputs;
 //! * the fused Adam / AdamW, SGD (momentum, Nesterov) and EMA steps give the CPU's values bit
 //!   for bit (explicitly rounded operations), and the clipping sum of squares its sum;
+//! * the f32 convolution's im2col and col2im (both index widths), composed with a plain GEMM,
+//!   give the CPU conv2d and its input gradient (stride, padding, dilation);
 //! * the f32 flash attention forward gives the CPU attention's output and log-sum-exp
 //!   (partial tiles, causal or not, head dims 32, 64, 128);
 //! * both softmax kernels (block reductions over warp shuffles and shared memory) give the
@@ -632,5 +634,87 @@ fn host_optimizer_kernels_match_the_cpu_bit_for_bit() {
         }
         let want: f64 = g.iter().map(|&x| (x as f64) * (x as f64)).sum();
         assert!((total - want).abs() <= 1e-12 * want, "sum of squares {total} vs {want}");
+    }
+}
+
+#[test]
+fn host_im2col_and_col2im_give_the_cpu_convolution() {
+    use scorch_ops::cpu::conv::{conv2d, conv2d_bwd_data, Conv2dParams};
+    use scorch_ops::{CpuStorage, Layout};
+    let Some(exe) = driver() else { return };
+    let mut r = rng(31);
+    // (n, cin, cout, h, w, k, stride, padding, dilation): 3×3 same, strided, dilated, 1×1 and
+    // a non-square kernel over a non-square image.
+    let cases = [
+        (2usize, 3usize, 4usize, 7usize, 6usize, [3usize, 3], [1usize, 1], [1usize, 1], [1usize, 1]),
+        (1, 2, 3, 9, 8, [3, 3], [2, 2], [1, 0], [1, 1]),
+        (2, 2, 2, 10, 9, [3, 2], [1, 2], [2, 1], [2, 1]),
+        (3, 4, 2, 5, 5, [1, 1], [1, 1], [0, 0], [1, 1]),
+    ];
+    for (n, cin, cout, h, w, k, stride, padding, dilation) in cases {
+        let p = Conv2dParams { stride, padding, dilation, groups: 1 };
+        let ho = (h + 2 * padding[0] - dilation[0] * (k[0] - 1) - 1) / stride[0] + 1;
+        let wo = (w + 2 * padding[1] - dilation[1] * (k[1] - 1) - 1) / stride[1] + 1;
+        let (rows, pix) = (cin * k[0] * k[1], ho * wo);
+        let mut reals = |m: usize| -> Vec<f32> { (0..m).map(|_| (2.0 * r() - 1.0) as f32).collect() };
+        let (x, wt, gy) = (reals(n * cin * h * w), reals(cout * rows), reals(n * cout * pix));
+        // dcols = Wᵀ · gy per sample, the backward-data GEMM.
+        let mut dcols = vec![0f32; n * rows * pix];
+        for s in 0..n {
+            for row in 0..rows {
+                for q in 0..pix {
+                    dcols[(s * rows + row) * pix + q] =
+                        (0..cout).map(|co| wt[co * rows + row] * gy[(s * cout + co) * pix + q]).sum();
+                }
+            }
+        }
+        let fields =
+            [cin, h, w, k[0], k[1], ho, wo, stride[0], stride[1], padding[0], padding[1], dilation[0], dilation[1]];
+        let mut input = u64s(&[n as u64]);
+        input.extend(u64s(&fields.map(|v| v as u64)));
+        input.extend(bytes_f32(&x));
+        input.extend(bytes_f32(&dcols));
+        let out: Vec<f32> =
+            run(exe, "conv", &input).chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+        let cs = n * rows * pix;
+        let (c1, c2, c3) = (&out[..cs], &out[cs..2 * cs], &out[2 * cs..3 * cs]);
+        let (d1, d2) = (&out[3 * cs..3 * cs + x.len()], &out[3 * cs + x.len()..]);
+        let what = format!("n {n} cin {cin} {h}×{w} k {k:?} stride {stride:?} pad {padding:?} dil {dilation:?}");
+        assert_eq!(c1, c3, "{what}: 32- and 64-bit im2col");
+        for s in 0..n {
+            for row in 0..rows {
+                assert_eq!(&c1[(s * rows + row) * pix..][..pix], &c2[(row * n + s) * pix..][..pix], "{what}: layouts");
+            }
+        }
+        // y = W · cols per sample against the CPU convolution.
+        let (xs, ws) = (CpuStorage::F32(x.clone()), CpuStorage::F32(wt.clone()));
+        let lw = Layout::contiguous(&[cout, cin, k[0], k[1]]);
+        let (CpuStorage::F32(want), _) = conv2d(&xs, &Layout::contiguous(&[n, cin, h, w]), &ws, &lw, p).unwrap() else {
+            panic!()
+        };
+        for s in 0..n {
+            for co in 0..cout {
+                for q in 0..pix {
+                    let y: f32 = (0..rows).map(|row| wt[co * rows + row] * c1[(s * rows + row) * pix + q]).sum();
+                    let e = want[(s * cout + co) * pix + q];
+                    assert!((y - e).abs() <= 1e-5 * (1.0 + e.abs()), "{what}: y[{s},{co},{q}] {y} vs {e}");
+                }
+            }
+        }
+        let gs = CpuStorage::F32(gy.clone());
+        let (CpuStorage::F32(want), _) =
+            conv2d_bwd_data(&gs, &Layout::contiguous(&[n, cout, ho, wo]), &ws, &lw, [cin, h, w], p).unwrap()
+        else {
+            panic!()
+        };
+        assert_eq!(d1, d2, "{what}: 32- and 64-bit col2im");
+        for i in 0..want.len() {
+            assert!(
+                (d1[i] - want[i]).abs() <= 1e-5 * (1.0 + want[i].abs()),
+                "{what}: dx[{i}] {} vs {}",
+                d1[i],
+                want[i]
+            );
+        }
     }
 }

@@ -33,6 +33,10 @@
 //     OUT = adam_f32's p, m, v, then sgd_f32's p, buf (from the same p, g), ema_f32's shadow
 //     toward p (f32 × n each), and the sum of squares of g (sumsq_f32 on 3 blocks of 256, then
 //     sumsq_final; f64).
+//   driver conv IN OUT: IN = the ConvShape fields (n, cin, h, w, kh, kw, ho, wo, sh, sw, ph, pw,
+//     dh, dw), then x (f32 × n·cin·h·w) and dcols (f32 × n·cin·kh·kw·ho·wo); OUT = the columns
+//     of im2col_f32 (sample-major, then row-major) and im2col_f32_w (sample-major), and dx of
+//     col2im_f32 and col2im_f32_w, each kernel on a (2, 3) grid of (32, 8) blocks.
 //   driver patch IN OUT: IN = b, c, h, w, ph, pw, tops (× b), lefts (× b), x (f64, b·c·h·w), g
 //     (f64, b·(c+2)·ph·pw); OUT = patch_embed_f64, patch_embed_f32 (as f64), and
 //     patch_embed_bwd_f64 into a zeroed dx.
@@ -46,6 +50,7 @@
 #include "../../kernels/sid_loss.cu"
 #include "../../kernels/nn.cu"
 #include "../../kernels/optim.cu"
+#include "../../kernels/conv.cu"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -182,6 +187,20 @@ int main(int argc, char** argv) {
         host_launch({3, 1, 1}, {256, 1, 1}, [&] { sumsq_f32(g.data(), (i64)n, part.data()); });
         host_launch({1, 1, 1}, {256, 1, 1}, [&] { sumsq_final(part.data(), 3, total.data()); });
         put(out, pa); put(out, m); put(out, v); put(out, ps); put(out, buf); put(out, shadow); put(out, total);
+    } else if (!strcmp(mode, "conv")) {
+        auto f = take<unsigned long long>(in, 13);
+        ConvShape g{(i64)n, (i64)f[0], (i64)f[1], (i64)f[2], (i64)f[3], (i64)f[4], (i64)f[5], (i64)f[6],
+                    (i64)f[7], (i64)f[8], (i64)f[9], (i64)f[10], (i64)f[11], (i64)f[12]};
+        size_t xs = n * g.cin * g.h * g.w, cs = n * g.cin * g.kh * g.kw * g.ho * g.wo;
+        auto x = take<float>(in, xs), dcols = take<float>(in, cs);
+        std::vector<float> c1(cs, NAN), c2(cs, NAN), c3(cs, NAN), d1(xs, NAN), d2(xs, NAN);
+        dim3 grid{2, 3, 1}, blk{32, 8, 1};
+        host_launch(grid, blk, [&] { im2col_f32(x.data(), c1.data(), g, 1); });
+        host_launch(grid, blk, [&] { im2col_f32(x.data(), c2.data(), g, 0); });
+        host_launch(grid, blk, [&] { im2col_f32_w(x.data(), c3.data(), g, 1); });
+        host_launch(grid, blk, [&] { col2im_f32(dcols.data(), d1.data(), g); });
+        host_launch(grid, blk, [&] { col2im_f32_w(dcols.data(), d2.data(), g); });
+        put(out, c1); put(out, c2); put(out, c3); put(out, d1); put(out, d2);
     } else if (!strcmp(mode, "patch")) {
         // n is the batch size here.
         auto d = take<unsigned long long>(in, 5);
