@@ -1,4 +1,4 @@
-//! Kernels of `cuda/kernels/{beta,rng,patch,reduce,attention,sid_loss,nn,optim,conv}.cu` compiled by the host's C++ compiler
+//! Kernels of `cuda/kernels/{beta,rng,patch,reduce,attention,sid_loss,nn,optim,conv,elementwise}.cu` compiled by the host's C++ compiler
 //! and run on the CPU (`tests/host/shim.h` stands in for the CUDA built-ins: each thread of a
 //! block an OS thread, barriers for `__syncthreads` and the warp shuffles), so the kernel
 //! source itself is checked on every machine, not only when a GPU is lent:
@@ -19,6 +19,8 @@
 //!   for bit (explicitly rounded operations), and the clipping sum of squares its sum;
 //! * the f32 convolution's im2col and col2im (both index widths), composed with a plain GEMM,
 //!   give the CPU conv2d and its input gradient (stride, padding, dilation);
+//! * every unary and binary op code (f32, f64, strided, broadcast and float4 kernels) and
+//!   every cast gives the CPU's op, through the launcher's own code tables;
 //! * the f32 flash attention forward gives the CPU attention's output and log-sum-exp
 //!   (partial tiles, causal or not, head dims 32, 64, 128);
 //! * both softmax kernels (block reductions over warp shuffles and shared memory) give the
@@ -715,6 +717,197 @@ fn host_im2col_and_col2im_give_the_cpu_convolution() {
                 d1[i],
                 want[i]
             );
+        }
+    }
+}
+
+/// `Strided` as the kernels take it (144 bytes, `#[repr(C)]` like the C struct).
+fn strided_bytes(l: &scorch_ops::Layout) -> Vec<u8> {
+    let s = scorch_cuda::device::Strided::from_layout(l).unwrap();
+    let mut b: Vec<u8> = s.shape.iter().chain(&s.strides).flat_map(|v| v.to_le_bytes()).collect();
+    b.extend(s.offset.to_le_bytes());
+    b.extend(s.rank.to_le_bytes());
+    b.extend(s.contiguous.to_le_bytes());
+    b
+}
+
+/// Elementwise outputs compared by dtype: f64 to 1e-11 relative, f32 to 2e-5 (the host's libm
+/// and the CPU backend's formulas differ by an ulp or so); NaN where the CPU has NaN.
+fn assert_close_bytes(what: &str, dt: scorch_ops::DType, got: &[u8], want: &[u8]) {
+    let vals = |b: &[u8]| -> Vec<f64> {
+        match dt {
+            scorch_ops::DType::F64 => b.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect(),
+            _ => b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
+        }
+    };
+    let (g, w) = (vals(got), vals(want));
+    assert_eq!(g.len(), w.len(), "{what}: lengths");
+    let (rel, abs) = if dt == scorch_ops::DType::F64 { (1e-11, 1e-13) } else { (2e-5, 1e-6) };
+    for i in 0..w.len() {
+        let ok = (g[i].is_nan() && w[i].is_nan()) || g[i] == w[i] || (g[i] - w[i]).abs() <= abs + rel * w[i].abs();
+        assert!(ok, "{what}[{i}]: {} vs {}", g[i], w[i]);
+    }
+}
+
+#[test]
+fn host_elementwise_kernels_match_the_cpu_for_every_op_code() {
+    use scorch_cuda::backend::elementwise::{binary_code, cast_code, unary_code};
+    use scorch_ops::cpu::elementwise::{BinaryOp, UnaryOp};
+    use scorch_ops::{Cpu, CpuStorage, DType, Kernels, Layout};
+    let Some(exe) = driver() else { return };
+    let mut r = rng(37);
+    use UnaryOp::*;
+    let positive = [Log, Sqrt, Rsqrt, Lgamma, Digamma, Trigamma, Tetragamma, PowScalar(0.7)];
+    let ops = [
+        Neg,
+        Abs,
+        Exp,
+        Log,
+        Log1p,
+        Expm1,
+        Sqrt,
+        Rsqrt,
+        Recip,
+        Sqr,
+        Sin,
+        Cos,
+        Tanh,
+        Sigmoid,
+        Silu,
+        SiluGrad,
+        GeluErf,
+        GeluTanh,
+        GeluErfGrad,
+        GeluTanhGrad,
+        Softplus,
+        Relu,
+        Step,
+        Erf,
+        Lgamma,
+        Digamma,
+        Trigamma,
+        Tetragamma,
+        Sign,
+        Floor,
+        Round,
+        Affine(1.5, -0.25),
+        PowScalar(0.7),
+        PowScalar(2.0),
+        LeakyRelu(0.1),
+        Clamp(-0.5, 0.75),
+        ClampMask(-0.5, 0.75),
+        NanToNum(0.0, 9.0, -9.0),
+    ];
+    for op in ops {
+        let (code, p) = unary_code(op);
+        for dt in [DType::F32, DType::F64] {
+            // A transposed [7, 9] buffer (strided), then a contiguous 64 for the float4 kernel.
+            let dom = |v: f64| {
+                if positive.contains(&op) {
+                    0.05 + 1.5 * (v + 1.0)
+                } else if op == Log1p {
+                    0.95 * v
+                } else {
+                    3.0 * v
+                }
+            };
+            for (shape, perm) in [(vec![7usize, 9usize], true), (vec![64], false)] {
+                let m: usize = shape.iter().product();
+                let mut vals: Vec<f64> = (0..m).map(|_| dom(2.0 * r() - 1.0)).collect();
+                if op == NanToNum(0.0, 9.0, -9.0) {
+                    vals[1] = f64::NAN;
+                    vals[2] = f64::INFINITY;
+                    vals[3] = f64::NEG_INFINITY;
+                }
+                if op == Round {
+                    vals[0] = 2.5;
+                    vals[1] = -1.5;
+                }
+                let s = CpuStorage::from_f64_iter(dt, vals.into_iter());
+                let base = Layout::contiguous(&shape);
+                let l = if perm { base.permute(&[1, 0]).unwrap() } else { base };
+                let want = Cpu.unary(op, (&s, &l)).unwrap();
+                let mut input = u64s(&[m as u64, code as u64, (dt == DType::F64) as u64]);
+                input.extend(bytes_f64(&p));
+                input.extend(strided_bytes(&l.coalesced()));
+                input.extend(u64s(&[m as u64]));
+                input.extend(s.as_bytes());
+                let out = run(exe, "unary", &input);
+                let k = want.as_bytes().len();
+                assert_close_bytes(&format!("{op:?} {dt:?} {shape:?}"), dt, &out[..k], want.as_bytes());
+                if out.len() > k {
+                    assert_close_bytes(&format!("{op:?} float4"), dt, &out[k..], want.as_bytes());
+                }
+            }
+        }
+    }
+
+    use BinaryOp::*;
+    for op in [Add, Sub, Mul, Div, Pow, Maximum, Minimum, Eq, Ne, Lt, Le, Gt, Ge] {
+        for dt in [DType::F32, DType::F64] {
+            // a [3, 1, 5] against a transposed [5, 4] buffer seen as [4, 5]: broadcast to [3, 4, 5];
+            // then two contiguous [16] (the float4 kernel). Halves of integers, so some are equal.
+            let cases: [(Vec<usize>, Vec<usize>, bool); 2] =
+                [(vec![3, 1, 5], vec![5, 4], true), (vec![16], vec![16], false)];
+            for (sa, sb, perm) in cases {
+                let gen = |m: usize, r: &mut dyn FnMut() -> f64| -> Vec<f64> {
+                    (0..m)
+                        .map(|_| {
+                            if op == Pow {
+                                0.25 + (4.0 * r()).floor() * 0.5
+                            } else {
+                                ((8.0 * r()).floor() - 3.5) * 0.5
+                            }
+                        })
+                        .collect()
+                };
+                let a = CpuStorage::from_f64_iter(dt, gen(sa.iter().product(), &mut r).into_iter());
+                let b = CpuStorage::from_f64_iter(dt, gen(sb.iter().product(), &mut r).into_iter());
+                let la0 = Layout::contiguous(&sa);
+                let lb0 =
+                    if perm { Layout::contiguous(&sb).permute(&[1, 0]).unwrap() } else { Layout::contiguous(&sb) };
+                let (want, shape) = Cpu.binary(op, (&a, &la0), (&b, &lb0)).unwrap();
+                let n: usize = shape.iter().product();
+                let cmp = op.is_comparison();
+                let mut input = u64s(&[n as u64, binary_code(op) as u64, (dt == DType::F64) as u64, cmp as u64]);
+                for (s, l) in [(&a, la0.broadcast_to(&shape).unwrap()), (&b, lb0.broadcast_to(&shape).unwrap())] {
+                    input.extend(strided_bytes(&l));
+                    input.extend(u64s(&[s.len() as u64]));
+                    input.extend(s.as_bytes());
+                }
+                let out = run(exe, "binary", &input);
+                let k = want.as_bytes().len();
+                let what = format!("{op:?} {dt:?} {sa:?} with {sb:?}");
+                if cmp {
+                    assert_eq!(&out[..k], want.as_bytes(), "{what}");
+                } else {
+                    assert_close_bytes(&what, dt, &out[..k], want.as_bytes());
+                    if out.len() > k {
+                        assert_close_bytes(&format!("{what} float4"), dt, &out[k..], want.as_bytes());
+                    }
+                }
+            }
+        }
+    }
+
+    // Casts from a strided view, every source and destination dtype, compared byte for byte.
+    let all = [DType::F32, DType::F64, DType::BF16, DType::F16, DType::I64, DType::I32, DType::U8, DType::Bool];
+    let vals: Vec<f64> = (0..35)
+        .map(|i| if i % 7 == 0 { 0.0 } else { (250.0 * r()).floor() + if i % 2 == 0 { 0.5 } else { 0.0 } })
+        .collect();
+    for src in all {
+        let s = CpuStorage::from_f64_iter(src, vals.iter().copied());
+        let l = Layout::contiguous(&[5, 7]).permute(&[1, 0]).unwrap();
+        for dst in all {
+            if src == dst {
+                continue;
+            }
+            let want = Cpu.cast((&s, &l), dst).unwrap();
+            let mut input = u64s(&[35, cast_code(src) as u64, cast_code(dst) as u64]);
+            input.extend(strided_bytes(&l.coalesced()));
+            input.extend(u64s(&[s.as_bytes().len() as u64]));
+            input.extend(s.as_bytes());
+            assert_eq!(run(exe, "cast", &input), want.as_bytes(), "cast {src:?} -> {dst:?}");
         }
     }
 }

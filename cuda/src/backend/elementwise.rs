@@ -8,8 +8,9 @@ use scorch_ops::kernels::View;
 use scorch_ops::layout::broadcast_shapes;
 use scorch_ops::{DType, Error, Layout, Result};
 
-/// Kernel op code and parameters of a unary op (the switch in `unary_apply`).
-fn unary_code(op: UnaryOp) -> (i32, [f64; 3]) {
+/// Kernel op code and parameters of a unary op (the switch in `unary_apply` in
+/// elementwise.cu); public for the host kernel tests, which run every op through it.
+pub fn unary_code(op: UnaryOp) -> (i32, [f64; 3]) {
     use UnaryOp::*;
     let z = [0.0; 3];
     match op {
@@ -53,7 +54,8 @@ fn unary_code(op: UnaryOp) -> (i32, [f64; 3]) {
     }
 }
 
-fn binary_code(op: BinaryOp) -> i32 {
+/// The kernels' code of a binary op (`binary_apply` in elementwise.cu).
+pub fn binary_code(op: BinaryOp) -> i32 {
     use BinaryOp::*;
     match op {
         Add => 0,
@@ -181,7 +183,8 @@ pub fn where_cond(
     Ok((out, shape))
 }
 
-fn cast_code(dt: DType) -> i32 {
+/// The dtype code of `cast_any` in elementwise.cu.
+pub fn cast_code(dt: DType) -> i32 {
     match dt {
         DType::F32 => 0,
         DType::F64 => 1,

@@ -37,6 +37,15 @@
 //     dh, dw), then x (f32 × n·cin·h·w) and dcols (f32 × n·cin·kh·kw·ho·wo); OUT = the columns
 //     of im2col_f32 (sample-major, then row-major) and im2col_f32_w (sample-major), and dx of
 //     col2im_f32 and col2im_f32_w, each kernel on a (2, 3) grid of (32, 8) blocks.
+//   driver unary IN OUT: IN = n, code, dtype (0 f32, 1 f64), then p0, p1, p2 (f64), the Strided
+//     (144 bytes, as scorch_cuda::device::Strided), the buffer length and buffer (f32 or f64);
+//     OUT = unary_f32 / unary_f64 (n values), and for a contiguous f32 view with n % 4 == 0
+//     unary_f32_vec4 over the buffer.
+//   driver binary IN OUT: IN = n, code, dtype, comparison, then two (Strided, length, buffer);
+//     OUT = binary_* (or compare_*: bytes) and, for f32 non-comparisons of two contiguous
+//     same-size views with n % 4 == 0, binary_f32_vec4.
+//   driver cast IN OUT: IN = n, src code, dst code (cast_code), the Strided, the buffer length
+//     in bytes and the bytes; OUT = cast_any's n outputs (raw bytes).
 //   driver patch IN OUT: IN = b, c, h, w, ph, pw, tops (× b), lefts (× b), x (f64, b·c·h·w), g
 //     (f64, b·(c+2)·ph·pw); OUT = patch_embed_f64, patch_embed_f32 (as f64), and
 //     patch_embed_bwd_f64 into a zeroed dx.
@@ -51,6 +60,7 @@
 #include "../../kernels/nn.cu"
 #include "../../kernels/optim.cu"
 #include "../../kernels/conv.cu"
+#include "../../kernels/elementwise.cu"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -201,6 +211,56 @@ int main(int argc, char** argv) {
         host_launch(grid, blk, [&] { col2im_f32(dcols.data(), d1.data(), g); });
         host_launch(grid, blk, [&] { col2im_f32_w(dcols.data(), d2.data(), g); });
         put(out, c1); put(out, c2); put(out, c3); put(out, d1); put(out, d2);
+    } else if (!strcmp(mode, "unary") || !strcmp(mode, "binary")) {
+        auto h = take<unsigned long long>(in, 2);
+        int code = (int)h[0], f64 = (int)h[1];
+        auto operand = [&](Strided& l) {
+            auto raw = take<unsigned char>(in, sizeof(Strided));
+            memcpy(&l, raw.data(), sizeof(Strided));
+            size_t len = take<unsigned long long>(in, 1)[0];
+            return take<unsigned char>(in, len * (f64 ? 8 : 4));
+        };
+        if (!strcmp(mode, "unary")) {
+            auto p = take<double>(in, 3);
+            Strided lx;
+            auto x = operand(lx);
+            std::vector<unsigned char> y(n * (f64 ? 8 : 4)), y4(y.size());
+            if (f64) serial([&] { unary_f64((const double*)x.data(), lx, (double*)y.data(), (i64)n, code, p[0], p[1], p[2]); });
+            else serial([&] { unary_f32((const float*)x.data(), lx, (float*)y.data(), (i64)n, code, p[0], p[1], p[2]); });
+            put(out, y);
+            if (!f64 && n % 4 == 0 && lx.contiguous && lx.offset == 0) {
+                serial([&] { unary_f32_vec4((const float4*)x.data(), (float4*)y4.data(), (i64)(n / 4), code, p[0], p[1], p[2]); });
+                put(out, y4);
+            }
+        } else {
+            int cmp = (int)take<unsigned long long>(in, 1)[0];
+            Strided la, lb;
+            auto a = operand(la);
+            auto b = operand(lb);
+            std::vector<unsigned char> y(n * (cmp ? 1 : (f64 ? 8 : 4))), y4(y.size());
+            if (cmp && f64) serial([&] { compare_f64((const double*)a.data(), la, (const double*)b.data(), lb, y.data(), (i64)n, code); });
+            else if (cmp) serial([&] { compare_f32((const float*)a.data(), la, (const float*)b.data(), lb, y.data(), (i64)n, code); });
+            else if (f64) serial([&] { binary_f64((const double*)a.data(), la, (const double*)b.data(), lb, (double*)y.data(), (i64)n, code); });
+            else serial([&] { binary_f32((const float*)a.data(), la, (const float*)b.data(), lb, (float*)y.data(), (i64)n, code); });
+            put(out, y);
+            bool plain = la.contiguous && lb.contiguous && la.offset == 0 && lb.offset == 0 && a.size() == b.size();
+            if (!f64 && !cmp && n % 4 == 0 && plain) {
+                serial([&] { binary_f32_vec4((const float4*)a.data(), (const float4*)b.data(), (float4*)y4.data(), (i64)(n / 4), code); });
+                put(out, y4);
+            }
+        }
+    } else if (!strcmp(mode, "cast")) {
+        auto h = take<unsigned long long>(in, 2);
+        int src = (int)h[0], dst = (int)h[1];
+        Strided lx;
+        auto raw = take<unsigned char>(in, sizeof(Strided));
+        memcpy(&lx, raw.data(), sizeof(Strided));
+        size_t len = take<unsigned long long>(in, 1)[0];
+        auto x = take<unsigned char>(in, len);
+        static const int width[8] = {4, 8, 2, 2, 8, 4, 1, 1};
+        std::vector<unsigned char> y(n * width[dst]);
+        serial([&] { cast_any(x.data(), lx, src, y.data(), dst, (i64)n); });
+        put(out, y);
     } else if (!strcmp(mode, "patch")) {
         // n is the batch size here.
         auto d = take<unsigned long long>(in, 5);

@@ -90,6 +90,8 @@ static inline unsigned short float_to_f16(float v) { _Float16 f = (_Float16)v; u
 
 static inline double __longlong_as_double(long long v) { double d; memcpy(&d, &v, 8); return d; }
 static inline float __uint_as_float(unsigned v) { float f; memcpy(&f, &v, 4); return f; }
+static inline float rsqrt(float x) { return 1.0f / sqrtf(x); }
+static inline double rsqrt(double x) { return 1.0 / sqrt(x); }
 static inline long long __double_as_longlong(double d) { long long v; memcpy(&v, &d, 8); return v; }
 // Explicitly rounded operations (no contraction; the host compiles with
 // -ffp-contract=off, so plain operations round the same way).
