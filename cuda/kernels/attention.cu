@@ -189,9 +189,6 @@ FLASH_FWD_F32(attn_flash_fwd_f32_d32, 32, 32)
 FLASH_FWD_F32(attn_flash_fwd_f32_d64, 64, 32)
 FLASH_FWD_F32(attn_flash_fwd_f32_d128, 128, 16)
 
-// The tensor-core kernels below are PTX-only; the host test shim (cuda/tests/host/shim.h)
-// runs the kernels above.
-#ifndef SCORCH_HOST_SHIM
 // ---------------------------------------------------------------------------------------
 // Tensor-core helpers (sm_80+): cp.async, ldmatrix, mma.sync m16n8k16 with f32 accumulation.
 // Fragment layouts (g = lane/4, t = lane%4): A regs (row g | g+8, cols 2t..2t+1 | +8),
@@ -199,6 +196,13 @@ FLASH_FWD_F32(attn_flash_fwd_f32_d128, 128, 16)
 // ---------------------------------------------------------------------------------------
 
 // 16-byte async copy global → shared; src_bytes 0 writes zeros.
+// (The host shim copies at once, so its commit and wait have nothing to do.)
+#ifdef SCORCH_HOST_SHIM
+__device__ __forceinline__ void attn_cp16(void* dst, const void* src, int src_bytes) { scorch_host_cp_async16(dst, src, src_bytes); }
+__device__ __forceinline__ void attn_cp_commit() {}
+template <int N>
+__device__ __forceinline__ void attn_cp_wait() {}
+#else
 __device__ __forceinline__ void attn_cp16(void* dst, const void* src, int src_bytes) {
     asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(tc_smem(dst)), "l"(src), "r"(src_bytes)
                  : "memory");
@@ -208,6 +212,7 @@ template <int N>
 __device__ __forceinline__ void attn_cp_wait() {
     asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory");
 }
+#endif
 
 // Rows [r0, r0 + ROWS) of a row-major [n, D] 16-bit matrix into shared [ROWS][LD]; rows ≥ n
 // are zero-filled.
@@ -226,20 +231,30 @@ __device__ __forceinline__ unsigned attn_ld32(const unsigned short* p) { return 
 // Four transposed 8x8 b16 matrices; lane L addresses row L%8 of matrix L/8.
 __device__ __forceinline__ void attn_ldsm_t(unsigned& r0, unsigned& r1, unsigned& r2, unsigned& r3,
                                             const unsigned short* p) {
+#ifdef SCORCH_HOST_SHIM
+    unsigned r[4];
+    scorch_host_ldmatrix_x4(r, p, true);
+    r0 = r[0], r1 = r[1], r2 = r[2], r3 = r[3];
+#else
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                  : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
                  : "r"(tc_smem(p)));
+#endif
 }
 
 // Two floats as a packed 16-bit pair (lo in the low half), round to nearest even.
 template <bool F16>
 __device__ __forceinline__ unsigned attn_pack(float lo, float hi) {
     unsigned r;
+#ifdef SCORCH_HOST_SHIM
+    r = F16 ? ((unsigned)float_to_f16(hi) << 16) | float_to_f16(lo) : ((unsigned)float_to_bf16(hi) << 16) | float_to_bf16(lo);
+#else
     if (F16) {
         asm("cvt.rn.f16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
     } else {
         asm("cvt.rn.bf16x2.f32 %0, %1, %2;" : "=r"(r) : "f"(hi), "f"(lo));
     }
+#endif
     return r;
 }
 
@@ -618,4 +633,3 @@ FLASH_BWD_TC(attn_flash_bwd_bf16_d128, 128, 32, false)
 FLASH_BWD_TC(attn_flash_bwd_f16_d32, 32, 64, true)
 FLASH_BWD_TC(attn_flash_bwd_f16_d64, 64, 64, true)
 FLASH_BWD_TC(attn_flash_bwd_f16_d128, 128, 32, true)
-#endif  // SCORCH_HOST_SHIM

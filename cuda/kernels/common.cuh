@@ -175,16 +175,23 @@ __device__ double scorch_tetragamma(double x) {
 }
 
 // Tensor-core helpers shared by the attention and convolution kernels (sm_80+ when used).
+// Under SCORCH_HOST_SHIM (the CPU test harness, cuda/tests/host/shim.h) the PTX is replaced by
+// the shim's emulation of the same instructions.
+#ifndef SCORCH_HOST_SHIM
 // Shared-memory address of a generic pointer, for ldmatrix / cp.async operands.
 __device__ __forceinline__ unsigned tc_smem(const void* p) {
     unsigned r;
     asm("{ .reg .u64 a; cvta.to.shared.u64 a, %1; cvt.u32.u64 %0, a; }" : "=r"(r) : "l"(p));
     return r;
 }
+#endif
 
 // One m16n8k16 tensor-core product with f32 accumulation: bf16 inputs, or f16 when F16.
 template <bool F16>
 __device__ __forceinline__ void tc_mma(float* c, const unsigned* a, unsigned b0, unsigned b1) {
+#ifdef SCORCH_HOST_SHIM
+    scorch_host_mma_m16n8k16<F16>(c, a, b0, b1);
+#else
     if (F16) {
         asm volatile(
             "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
@@ -198,4 +205,5 @@ __device__ __forceinline__ void tc_mma(float* c, const unsigned* a, unsigned b0,
             : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
             : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
     }
+#endif
 }

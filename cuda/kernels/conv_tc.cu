@@ -40,9 +40,13 @@ struct TcShape {
 
 // Four 8x8 b16 matrices; lane L addresses row L%8 of matrix L/8.
 __device__ __forceinline__ void ctc_ldsm(unsigned* r, const unsigned short* p) {
+#ifdef SCORCH_HOST_SHIM
+    scorch_host_ldmatrix_x4(r, p, false);
+#else
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                  : "r"(tc_smem(p)));
+#endif
 }
 
 template <bool F16>

@@ -1,7 +1,8 @@
-//! Kernels of `cuda/kernels/{beta,rng,patch,reduce,attention,sid_loss,nn,optim,conv,elementwise}.cu` compiled by the host's C++ compiler
-//! and run on the CPU (`tests/host/shim.h` stands in for the CUDA built-ins: each thread of a
-//! block an OS thread, barriers for `__syncthreads` and the warp shuffles), so the kernel
-//! source itself is checked on every machine, not only when a GPU is lent:
+//! Kernels of `cuda/kernels/` compiled by the host's C++ compiler and run on the CPU
+//! (`tests/host/shim.h` stands in for the CUDA built-ins: each thread of a block an OS thread,
+//! barriers for `__syncthreads` and the warp shuffles, and emulations of the tensor-core PTX:
+//! ldmatrix, mma.sync m16n8k16, cp.async), so the kernel source itself is checked on every
+//! machine, not only when a GPU is lent:
 //!
 //! * the f32 Beta KL's fast path answers bit for bit what its Rust mirror
 //!   (`scorch_ops::beta_f32`, tested against quadrature) answers, and defers exactly the
@@ -22,7 +23,10 @@
 //! * every unary and binary op code (f32, f64, strided, broadcast and float4 kernels) and
 //!   every cast gives the CPU's op, through the launcher's own code tables;
 //! * the f32 flash attention forward gives the CPU attention's output and log-sum-exp
-//!   (partial tiles, causal or not, head dims 32, 64, 128);
+//!   (partial tiles, causal or not, head dims 32, 64, 128), and the bf16 / f16 tensor-core
+//!   flash forward and backward its output, lse and gradients;
+//! * the bf16 / f16 implicit-GEMM convolution (forward, backward data unit and strided,
+//!   weight gradient split over blocks) gives the CPU convolution;
 //! * both softmax kernels (block reductions over warp shuffles and shared memory) give the
 //!   CPU's softmax and log-softmax on rows shorter and longer than a block, with fewer blocks
 //!   than rows.
@@ -909,5 +913,169 @@ fn host_elementwise_kernels_match_the_cpu_for_every_op_code() {
             input.extend(s.as_bytes());
             assert_eq!(run(exe, "cast", &input), want.as_bytes(), "cast {src:?} -> {dst:?}");
         }
+    }
+}
+
+/// 16-bit (bf16 or f16) values as f64, from raw patterns.
+fn halves(dt: scorch_ops::DType, b: &[u8]) -> Vec<f64> {
+    let s = scorch_ops::CpuStorage::from_bytes(dt, b).unwrap();
+    s.to_f64_vec(&scorch_ops::Layout::contiguous(&[s.len()]))
+}
+
+/// `got` within `rel` of each value plus `rel_max` of the largest, for 16-bit outputs.
+fn assert_near(what: &str, got: &[f64], want: &[f64], rel: f64, rel_max: f64) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    let big = want.iter().fold(0.0f64, |a, v| a.max(v.abs()));
+    for i in 0..want.len() {
+        let tol = rel * want[i].abs() + rel_max * big;
+        assert!((got[i] - want[i]).abs() <= tol, "{what}[{i}]: {} vs {} (largest {big})", got[i], want[i]);
+    }
+}
+
+#[test]
+fn host_tensor_core_convolution_matches_the_cpu() {
+    use scorch_ops::cpu::conv::{conv2d, conv2d_bwd_data, conv2d_bwd_weight, Conv2dParams};
+    use scorch_ops::{CpuStorage, DType, Layout};
+    let Some(exe) = driver() else { return };
+    let mut r = rng(41);
+    // (dtype, n, cin, cout, h, w, k, stride, padding, dilation, splits): a 3×3 same conv with
+    // K = 36 (not a multiple of 8: the scalar B path), 8 input channels (16-byte B rows), a
+    // strided one (the _s backward), a dilated non-square one, and the weight gradient's
+    // reduction split over 3 blocks.
+    let cases = [
+        (
+            DType::BF16,
+            2usize,
+            4usize,
+            6usize,
+            6usize,
+            5usize,
+            [3usize, 3usize],
+            [1usize, 1],
+            [1usize, 1],
+            [1usize, 1],
+            1usize,
+        ),
+        (DType::F16, 1, 8, 5, 7, 7, [3, 3], [1, 1], [1, 1], [1, 1], 3),
+        (DType::BF16, 2, 3, 4, 9, 8, [3, 3], [2, 2], [1, 1], [1, 1], 2),
+        (DType::F16, 1, 2, 3, 8, 9, [3, 2], [1, 2], [2, 1], [2, 1], 1),
+    ];
+    for (dt, n, cin, cout, h, w, k, stride, padding, dilation, splits) in cases {
+        let p = Conv2dParams { stride, padding, dilation, groups: 1 };
+        let ho = (h + 2 * padding[0] - dilation[0] * (k[0] - 1) - 1) / stride[0] + 1;
+        let wo = (w + 2 * padding[1] - dilation[1] * (k[1] - 1) - 1) / stride[1] + 1;
+        let mut gen =
+            |m: usize| CpuStorage::from_f64_iter(dt, (0..m).map(|_| 2.0 * r() - 1.0).collect::<Vec<_>>().into_iter());
+        let (x, wt, gy) = (gen(n * cin * h * w), gen(cout * cin * k[0] * k[1]), gen(n * cout * ho * wo));
+        let fields = [
+            n,
+            cin,
+            h,
+            w,
+            cout,
+            k[0],
+            k[1],
+            ho,
+            wo,
+            stride[0],
+            stride[1],
+            padding[0],
+            padding[1],
+            dilation[0],
+            dilation[1],
+            splits,
+        ];
+        let mut input = u64s(&[(dt == DType::F16) as u64]);
+        input.extend(u64s(&fields.map(|v| v as u64)));
+        for s in [&x, &wt, &gy] {
+            input.extend(s.as_bytes());
+        }
+        let out = run(exe, "conv_tc", &input);
+        let (ny, nx) = (2 * n * cout * ho * wo, 2 * n * cin * h * w);
+        let (y, dx) = (halves(dt, &out[..ny]), halves(dt, &out[ny..ny + nx]));
+        let dw: Vec<f64> =
+            out[ny + nx..].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect();
+        let (lx, lw, lg) = (
+            Layout::contiguous(&[n, cin, h, w]),
+            Layout::contiguous(&[cout, cin, k[0], k[1]]),
+            Layout::contiguous(&[n, cout, ho, wo]),
+        );
+        let f = |s: CpuStorage| s.to_f64_vec(&Layout::contiguous(&[s.len()]));
+        let what = format!(
+            "{dt:?} n {n} cin {cin} cout {cout} {h}×{w} k {k:?} stride {stride:?} pad {padding:?} dil {dilation:?}"
+        );
+        // One 16-bit rounding on each side, of sums that differ only in order.
+        assert_near(&format!("{what} y"), &y, &f(conv2d(&x, &lx, &wt, &lw, p).unwrap().0), 8e-3, 1e-3);
+        assert_near(
+            &format!("{what} dx"),
+            &dx,
+            &f(conv2d_bwd_data(&gy, &lg, &wt, &lw, [cin, h, w], p).unwrap().0),
+            8e-3,
+            1e-3,
+        );
+        let want_dw = f(conv2d_bwd_weight(&x, &lx, &gy, &lg, [cout, cin, k[0], k[1]], p).unwrap().0);
+        assert_near(&format!("{what} dw"), &dw, &want_dw, 8e-3, 1e-3);
+    }
+}
+
+#[test]
+fn host_tensor_core_flash_attention_matches_the_cpu() {
+    use scorch_ops::cpu::attention::{attention_bwd, attention_fwd};
+    use scorch_ops::{CpuStorage, DType, Layout};
+    let Some(exe) = driver() else { return };
+    let mut r = rng(43);
+    // Partial query and key tiles, causal or not, every head dim, both 16-bit types.
+    for (dt, bh, sq, sk, d, causal) in [
+        (DType::BF16, 2usize, 70usize, 50usize, 32usize, false),
+        (DType::F16, 1, 40, 75, 64, true),
+        (DType::BF16, 1, 20, 33, 128, false),
+    ] {
+        let scale = 1.0 / (d as f64).sqrt();
+        let mut gen =
+            |m: usize| CpuStorage::from_f64_iter(dt, (0..m).map(|_| 2.0 * r() - 1.0).collect::<Vec<_>>().into_iter());
+        let (q, k, v, go) = (gen(bh * sq * d), gen(bh * sk * d), gen(bh * sk * d), gen(bh * sq * d));
+        let mut input = u64s(&[(dt == DType::F16) as u64, bh as u64, sq as u64, sk as u64, d as u64, causal as u64]);
+        input.extend(bytes_f64(&[scale]));
+        for s in [&q, &k, &v, &go] {
+            input.extend(s.as_bytes());
+        }
+        let out = run(exe, "attn_tc", &input);
+        let (nq, nk) = (bh * sq * d, bh * sk * d);
+        let mut at = 0;
+        let mut take = |bytes: usize| {
+            at += bytes;
+            &out[at - bytes..at]
+        };
+        let o = halves(dt, take(2 * nq));
+        let f32s = |b: &[u8]| -> Vec<f64> {
+            b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect()
+        };
+        let lse = f32s(take(4 * bh * sq));
+        let dq = f32s(take(4 * nq));
+        let (dk, dv) = (halves(dt, take(2 * nk)), halves(dt, take(2 * nk)));
+
+        let (lq, lk) = (Layout::contiguous(&[1, bh, sq, d]), Layout::contiguous(&[1, bh, sk, d]));
+        let (co, cl, _) = attention_fwd((&q, &lq), (&k, &lk), (&v, &lk), None, Some(scale), causal).unwrap();
+        let (cdq, cdk, cdv) = attention_bwd(
+            (&q, &lq),
+            (&k, &lk),
+            (&v, &lk),
+            None,
+            (&co, &lq),
+            (&cl, &Layout::contiguous(&[bh * sq])),
+            (&go, &lq),
+            Some(scale),
+            causal,
+        )
+        .unwrap();
+        let f = |s: &CpuStorage| s.to_f64_vec(&Layout::contiguous(&[s.len()]));
+        let what = format!("{dt:?} bh {bh} sq {sq} sk {sk} d {d} causal {causal}");
+        // P is rounded to the 16-bit type before P·V and dS before the products, as in
+        // FlashAttention; the CPU keeps them in f32.
+        assert_near(&format!("{what} o"), &o, &f(&co), 1e-2, 1e-2);
+        assert_near(&format!("{what} lse"), &lse, &f(&cl), 1e-4, 1e-4);
+        assert_near(&format!("{what} dq"), &dq, &f(&cdq), 2e-2, 2e-2);
+        assert_near(&format!("{what} dk"), &dk, &f(&cdk), 2e-2, 2e-2);
+        assert_near(&format!("{what} dv"), &dv, &f(&cdv), 2e-2, 2e-2);
     }
 }

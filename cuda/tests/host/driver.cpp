@@ -46,6 +46,13 @@
 //     same-size views with n % 4 == 0, binary_f32_vec4.
 //   driver cast IN OUT: IN = n, src code, dst code (cast_code), the Strided, the buffer length
 //     in bytes and the bytes; OUT = cast_any's n outputs (raw bytes).
+//   driver conv_tc IN OUT: IN = f16 (0: bf16), n, cin, h, w, cout, kh, kw, ho, wo, sh, sw, ph,
+//     pw, dh, dw, splits, then x, w, gy (16-bit patterns); runs the tensor-core kernels as
+//     src/backend/conv.rs launches them (256-thread blocks, 128 × 128 tiles): OUT = the
+//     forward's y, the backward data's dx (16-bit), the weight gradient's f32 sums.
+//   driver attn_tc IN OUT: IN = f16, bh, sq, sk, d, causal, then scale (f64) and q, k, v, go
+//     (16-bit); runs the tensor-core flash forward, attn_delta and the flash backward as
+//     src/backend/attention.rs does: OUT = o (16-bit), lse (f32), dq (f32), dk, dv (16-bit).
 //   driver patch IN OUT: IN = b, c, h, w, ph, pw, tops (× b), lefts (× b), x (f64, b·c·h·w), g
 //     (f64, b·(c+2)·ph·pw); OUT = patch_embed_f64, patch_embed_f32 (as f64), and
 //     patch_embed_bwd_f64 into a zeroed dx.
@@ -61,6 +68,7 @@
 #include "../../kernels/optim.cu"
 #include "../../kernels/conv.cu"
 #include "../../kernels/elementwise.cu"
+#include "../../kernels/conv_tc.cu"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -261,6 +269,68 @@ int main(int argc, char** argv) {
         std::vector<unsigned char> y(n * width[dst]);
         serial([&] { cast_any(x.data(), lx, src, y.data(), dst, (i64)n); });
         put(out, y);
+    } else if (!strcmp(mode, "conv_tc")) {
+        // n is the f16 flag here.
+        bool f16 = n != 0;
+        auto f = take<unsigned long long>(in, 16);
+        TcShape s{};
+        s.n = (int)f[0], s.cin = (int)f[1], s.h = (int)f[2], s.w = (int)f[3], s.cout = (int)f[4];
+        s.kh = (int)f[5], s.kw = (int)f[6], s.ho = (int)f[7], s.wo = (int)f[8], s.sh = (int)f[9], s.sw = (int)f[10];
+        s.ph = (int)f[11], s.pw = (int)f[12], s.dh = (int)f[13], s.dw = (int)f[14];
+        int splits = (int)f[15], khw = s.kh * s.kw;
+        auto x = take<unsigned short>(in, (size_t)s.n * s.cin * s.h * s.w);
+        auto w = take<unsigned short>(in, (size_t)s.cout * s.cin * khw);
+        auto gy = take<unsigned short>(in, (size_t)s.n * s.cout * s.ho * s.wo);
+        auto blocks = [](int v) { return (unsigned)((v + 127) / 128); };
+        // Forward: M = N·Ho·Wo, N = Cout, K = Cin·kh·kw.
+        std::vector<unsigned short> y(gy.size()), wt(w.size()), dx(x.size());
+        TcShape a = s;
+        a.m = s.n * s.ho * s.wo, a.ncols = s.cout, a.k = s.cin * khw, a.vec = a.k % 8 == 0;
+        host_launch({blocks(a.m), blocks(a.ncols), 1}, {256, 1, 1}, [&] {
+            (f16 ? conv_tc_fwd_f16 : conv_tc_fwd_bf16)(x.data(), w.data(), y.data(), a);
+        });
+        // Backward data: wᵀ, then M = N·H·W, N = Cin, K = Cout·kh·kw.
+        serial([&] { conv_tc_wt(w.data(), wt.data(), s.cout, s.cin, khw); });
+        TcShape b = s;
+        b.m = s.n * s.h * s.w, b.ncols = s.cin, b.k = s.cout * khw, b.vec = b.k % 8 == 0;
+        bool unit = s.sh == 1 && s.sw == 1;
+        auto dk = unit ? (f16 ? conv_tc_dgrad_f16 : conv_tc_dgrad_bf16) : (f16 ? conv_tc_dgrad_s_f16 : conv_tc_dgrad_s_bf16);
+        host_launch({blocks(b.m), blocks(b.ncols), 1}, {256, 1, 1}, [&] { dk(gy.data(), wt.data(), dx.data(), b); });
+        // Weight gradient: M = Cout, N = Cin·kh·kw, K = N·Ho·Wo split over blockIdx.z.
+        TcShape c = s;
+        int p = s.n * s.ho * s.wo, nt = (p + 31) / 32, tps = (nt + splits - 1) / splits;
+        c.m = s.cout, c.ncols = s.cin * khw, c.k = p, c.tps = tps;
+        std::vector<float> dw((size_t)s.cout * s.cin * khw, 0.0f);
+        host_launch({blocks(c.ncols), blocks(c.m), (unsigned)((nt + tps - 1) / tps)}, {256, 1, 1}, [&] {
+            (f16 ? conv_tc_wgrad_f16 : conv_tc_wgrad_bf16)(x.data(), gy.data(), dw.data(), c);
+        });
+        put(out, y); put(out, dx); put(out, dw);
+    } else if (!strcmp(mode, "attn_tc")) {
+        bool f16 = n != 0;
+        auto h = take<unsigned long long>(in, 5);
+        size_t bh = h[0], sq = h[1], sk = h[2], d = h[3];
+        int causal = (int)h[4];
+        double scale = take<double>(in, 1)[0];
+        auto q = take<unsigned short>(in, bh * sq * d), k = take<unsigned short>(in, bh * sk * d);
+        auto v = take<unsigned short>(in, bh * sk * d), go = take<unsigned short>(in, bh * sq * d);
+        std::vector<unsigned short> o(bh * sq * d), dk(bh * sk * d), dv(bh * sk * d);
+        std::vector<float> lse(bh * sq), delta(bh * sq), dq(bh * sq * d, 0.0f);
+        auto fwd = f16 ? (d == 32 ? attn_flash_fwd_f16_d32 : d == 64 ? attn_flash_fwd_f16_d64 : attn_flash_fwd_f16_d128)
+                       : (d == 32 ? attn_flash_fwd_bf16_d32 : d == 64 ? attn_flash_fwd_bf16_d64 : attn_flash_fwd_bf16_d128);
+        auto bwd = f16 ? (d == 32 ? attn_flash_bwd_f16_d32 : d == 64 ? attn_flash_bwd_f16_d64 : attn_flash_bwd_f16_d128)
+                       : (d == 32 ? attn_flash_bwd_bf16_d32 : d == 64 ? attn_flash_bwd_bf16_d64 : attn_flash_bwd_bf16_d128);
+        float scale_log2 = (float)(scale * 1.4426950408889634);
+        host_launch({(unsigned)((sq + 63) / 64), (unsigned)bh, 1}, {128, 1, 1}, [&] {
+            fwd(q.data(), k.data(), v.data(), o.data(), lse.data(), (i64)sq, (i64)sk, scale_log2, causal);
+        });
+        host_launch({(unsigned)((bh * sq + 7) / 8), 1, 1}, {256, 1, 1}, [&] {
+            (f16 ? attn_delta_f16 : attn_delta_bf16)(o.data(), go.data(), delta.data(), (i64)(bh * sq), (i64)d);
+        });
+        host_launch({(unsigned)((sk + 63) / 64), (unsigned)bh, 1}, {128, 1, 1}, [&] {
+            bwd(q.data(), k.data(), v.data(), go.data(), lse.data(), delta.data(), dq.data(), dk.data(), dv.data(),
+                (i64)sq, (i64)sk, (float)scale, causal);
+        });
+        put(out, o); put(out, lse); put(out, dq); put(out, dk); put(out, dv);
     } else if (!strcmp(mode, "patch")) {
         // n is the batch size here.
         auto d = take<unsigned long long>(in, 5);

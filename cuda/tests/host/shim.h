@@ -6,8 +6,10 @@
 // after another: `__syncthreads` is a barrier of the block, warp shuffles and ballots a barrier
 // of the warp's lanes with an exchange slot per lane, and `__shared__` variables are statics
 // (one block runs at a time). This is SIMT with every lane of a warp converged at each warp
-// operation, which is how the kernels use them; the tensor-core kernels (inline PTX) are not
-// run this way.
+// operation, which is how the kernels use them. The tensor-core instructions the kernels
+// issue as inline PTX (ldmatrix, mma.sync m16n8k16, cp.async, cvt to bf16x2 / f16x2) have
+// emulations at the end, following the PTX ISA's fragment layouts; the kernels call them
+// under SCORCH_HOST_SHIM.
 #pragma once
 #include <math.h>
 #include <stdint.h>
@@ -15,6 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <array>
 #include <barrier>
 #include <memory>
 #include <mutex>
@@ -27,6 +30,7 @@
 #define __shared__ static
 #define __launch_bounds__(...)
 #define __restrict__ __restrict
+#define __align__(n) __attribute__((aligned(n)))
 
 struct dim3 {
     unsigned x = 1, y = 1, z = 1;
@@ -46,6 +50,7 @@ struct Block {
     std::unique_ptr<std::barrier<>> all;
     std::vector<std::unique_ptr<std::barrier<>>> warps;
     std::vector<unsigned long long> slot;  // one exchange word per thread
+    std::vector<std::array<unsigned char, 32>> scratch;  // fragments of the tensor-core emulation
 };
 static Block block;
 static std::mutex atomics;
@@ -69,6 +74,7 @@ void host_launch(dim3 grid, dim3 blk, F body) {
     block.warps.clear();
     for (unsigned w = 0; w * 32 < n; ++w) block.warps.push_back(std::make_unique<std::barrier<>>(warp_size(w)));
     block.slot.assign(n, 0);
+    block.scratch.assign(n, {});
     for (unsigned bz = 0; bz < grid.z; ++bz)
         for (unsigned by = 0; by < grid.y; ++by)
             for (unsigned bx = 0; bx < grid.x; ++bx) {
@@ -90,6 +96,11 @@ static inline unsigned short float_to_f16(float v) { _Float16 f = (_Float16)v; u
 
 static inline double __longlong_as_double(long long v) { double d; memcpy(&d, &v, 8); return d; }
 static inline float __uint_as_float(unsigned v) { float f; memcpy(&f, &v, 4); return f; }
+// CUDA's integer min / max overloads.
+static inline int min(int a, int b) { return a < b ? a : b; }
+static inline int max(int a, int b) { return a > b ? a : b; }
+static inline long long min(long long a, long long b) { return a < b ? a : b; }
+static inline long long max(long long a, long long b) { return a > b ? a : b; }
 static inline float rsqrt(float x) { return 1.0f / sqrtf(x); }
 static inline double rsqrt(double x) { return 1.0 / sqrt(x); }
 static inline long long __double_as_longlong(double d) { long long v; memcpy(&v, &d, 8); return v; }
@@ -155,4 +166,78 @@ template <typename T> static inline T atomicMin(T* p, T v) {
     T old = *p;
     if (v < old) *p = v;
     return old;
+}
+
+// ---- Tensor-core instructions ---------------------------------------------------------------
+
+static inline unsigned char* scorch_host_frag(unsigned tid) { return scorch_host::block.scratch[tid].data(); }
+
+// ldmatrix.sync.aligned.m8n8.x4[.trans].shared.b16: lane L gives the address of row L % 8 of
+// matrix L / 8; register j of lane L receives matrix j's row L / 4, columns 2 (L % 4) and
+// 2 (L % 4) + 1 (low half first), or with .trans its column L / 4, rows 2 (L % 4) and + 1.
+static inline void scorch_host_ldmatrix_x4(unsigned* r, const unsigned short* p, bool trans) {
+    using namespace scorch_host;
+    unsigned tid = flat_tid(), base = tid & ~31u, lane = tid & 31u;
+    memcpy(scorch_host_frag(tid), &p, sizeof p);
+    warp_sync();
+    auto row = [&](unsigned l) {
+        const unsigned short* q;
+        memcpy(&q, scorch_host_frag(base + l), sizeof q);
+        return q;
+    };
+    for (unsigned j = 0; j < 4; ++j) {
+        unsigned short e0, e1;
+        if (!trans) {
+            const unsigned short* q = row(8 * j + lane / 4);
+            e0 = q[2 * (lane % 4)];
+            e1 = q[2 * (lane % 4) + 1];
+        } else {
+            e0 = row(8 * j + 2 * (lane % 4))[lane / 4];
+            e1 = row(8 * j + 2 * (lane % 4) + 1)[lane / 4];
+        }
+        r[j] = (unsigned)e0 | ((unsigned)e1 << 16);
+    }
+    warp_sync();
+}
+
+template <bool F16>
+static inline float scorch_host_half(unsigned short h) {
+    return F16 ? f16_to_float(h) : __uint_as_float((unsigned)h << 16);
+}
+
+// mma.sync.aligned.m16n8k16.row.col.f32.{bf16,f16}.{bf16,f16}.f32, D = A·B + C with
+// g = lane / 4, t = lane % 4: A (16×16) a0 = (g, 2t..2t+1), a1 = (g+8, ·), a2 = (g, 2t+8..),
+// a3 = (g+8, 2t+8..); B (16×8) b0 = (k 2t..2t+1, n g), b1 = (k 2t+8.., n g); C / D c0, c1 =
+// (g, 2t..2t+1), c2, c3 = (g+8, ·). Products are exact in f32; the sum is taken in double.
+template <bool F16>
+static inline void scorch_host_mma_m16n8k16(float* c, const unsigned* a, unsigned b0, unsigned b1) {
+    using namespace scorch_host;
+    unsigned tid = flat_tid(), base = tid & ~31u, lane = tid & 31u;
+    unsigned regs[6] = {a[0], a[1], a[2], a[3], b0, b1};
+    memcpy(scorch_host_frag(tid), regs, sizeof regs);
+    warp_sync();
+    auto half = [&](unsigned l, int reg, int hi) {
+        unsigned v;
+        memcpy(&v, scorch_host_frag(base + l) + 4 * reg, 4);
+        return scorch_host_half<F16>((unsigned short)(hi ? v >> 16 : v & 0xffffu));
+    };
+    auto A = [&](int r, int k) { return half((r % 8) * 4 + (k % 8) / 2, (r >= 8) + 2 * (k >= 8), k % 2); };
+    auto B = [&](int k, int n) { return half(n * 4 + (k % 8) / 2, 4 + (k >= 8), k % 2); };
+    const int g = lane >> 2, t = lane & 3;
+    const int rows[4] = {g, g, g + 8, g + 8}, cols[4] = {2 * t, 2 * t + 1, 2 * t, 2 * t + 1};
+    float d[4];
+    for (int e = 0; e < 4; ++e) {
+        double acc = 0.0;
+        for (int k = 0; k < 16; ++k) acc += (double)A(rows[e], k) * (double)B(k, cols[e]);
+        d[e] = c[e] + (float)acc;
+    }
+    warp_sync();
+    for (int e = 0; e < 4; ++e) c[e] = d[e];
+}
+
+// cp.async.cg.shared.global [dst], [src], 16, src_bytes: copies src_bytes, zero-fills the rest
+// (here at once).
+static inline void scorch_host_cp_async16(void* dst, const void* src, int src_bytes) {
+    memcpy(dst, src, (size_t)src_bytes);
+    memset((unsigned char*)dst + src_bytes, 0, (size_t)(16 - src_bytes));
 }
