@@ -27,6 +27,9 @@
 //!   flash forward and backward its output, lse and gradients;
 //! * the bf16 / f16 implicit-GEMM convolution (forward, backward data unit and strided,
 //!   weight gradient split over blocks) gives the CPU convolution;
+//! * index_select, index_add (repeated indices, atomics), the range check, gather and
+//!   scatter_add on transposed views give the CPU's, and the f64 accumulators round to f32 /
+//!   bf16 / f16 exactly as the CPU rounds f64;
 //! * both softmax kernels (block reductions over warp shuffles and shared memory) give the
 //!   CPU's softmax and log-softmax on rows shorter and longer than a block, with fewer blocks
 //!   than rows.
@@ -1077,5 +1080,89 @@ fn host_tensor_core_flash_attention_matches_the_cpu() {
         assert_near(&format!("{what} dq"), &dq, &f(&cdq), 2e-2, 2e-2);
         assert_near(&format!("{what} dk"), &dk, &f(&cdk), 2e-2, 2e-2);
         assert_near(&format!("{what} dv"), &dv, &f(&cdv), 2e-2, 2e-2);
+    }
+}
+
+/// A Strided view, its buffer length and its f32 buffer, as the driver's `view` reads them.
+fn view_bytes(l: &scorch_ops::Layout, buf: &[f32]) -> Vec<u8> {
+    let mut b = strided_bytes(l);
+    b.extend(u64s(&[buf.len() as u64]));
+    b.extend(bytes_f32(buf));
+    b
+}
+
+#[test]
+fn host_index_kernels_match_the_cpu() {
+    use scorch_ops::{Cpu, CpuStorage, DType, Kernels, Layout};
+    let Some(exe) = driver() else { return };
+    let mut r = rng(47);
+    let mut reals = |m: usize| -> Vec<f32> { (0..m).map(|_| (2.0 * r() - 1.0) as f32).collect() };
+    let mut r2 = rng(53);
+    // index_select / index_add along dim 1 of transposed views, indices repeating.
+    let (outer, size, inner, idx) = (2usize, 5usize, 3usize, vec![4i64, 0, 2, 2, 4, 1, 4]);
+    let n = idx.len();
+    let x = reals(outer * inner * size);
+    let lx = Layout::contiguous(&[outer, inner, size]).permute(&[0, 2, 1]).unwrap();
+    let src = reals(n * outer * inner);
+    let ls = Layout::contiguous(&[n, outer, inner]).permute(&[1, 0, 2]).unwrap();
+    let is = CpuStorage::I64(idx.clone());
+    let li = Layout::contiguous(&[n]);
+    let mut input = u64s(&[outer as u64, size as u64, inner as u64, n as u64]);
+    input.extend(view_bytes(&lx.coalesced(), &x));
+    input.extend(idx.iter().flat_map(|v| v.to_le_bytes()));
+    input.extend(view_bytes(&ls.coalesced(), &src));
+    let out = run(exe, "index", &input);
+    let f32s = |b: &[u8]| -> Vec<f64> {
+        b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect()
+    };
+    let (ny, na) = (4 * outer * n * inner, 4 * outer * size * inner);
+    let f = |s: CpuStorage| s.to_f64_vec(&Layout::contiguous(&[s.len()]));
+    let (xs, ss) = (CpuStorage::F32(x.clone()), CpuStorage::F32(src.clone()));
+    assert_eq!(f32s(&out[..ny]), f(Cpu.index_select((&xs, &lx), 1, (&is, &li)).unwrap()), "index_select");
+    assert_near(
+        "index_add",
+        &f32s(&out[ny..ny + na]),
+        &f(Cpu.index_add((&ss, &ls), 1, (&is, &li), size).unwrap()),
+        1e-6,
+        1e-7,
+    );
+    assert_eq!(u64::from_le_bytes(out[ny + na..].try_into().unwrap()), i64::MAX as u64, "no index out of range");
+    let mut bad = input.clone();
+    let at = 4 * 8 + strided_bytes(&lx).len() + 8 + 4 * x.len() + 8 * 3;
+    bad[at..at + 8].copy_from_slice(&7i64.to_le_bytes());
+    let out = run(exe, "index", &bad);
+    assert_eq!(u64::from_le_bytes(out[ny + na..].try_into().unwrap()), 3, "first index out of range");
+
+    // gather / scatter_add along dim 2 of a transposed [3, 4, 6] view with a [3, 2, 5] index.
+    let (shape, ishape, dim) = ([3usize, 4, 6], [3usize, 2, 5], 2usize);
+    let x = reals(72);
+    let lx = Layout::contiguous(&[6, 4, 3]).permute(&[2, 1, 0]).unwrap();
+    let m: usize = ishape.iter().product();
+    let idx: Vec<i64> = (0..m).map(|_| (r2() * shape[dim] as f64) as i64).collect();
+    let src = reals(m);
+    let lsrc = Layout::contiguous(&ishape);
+    let mut input = u64s(&[dim as u64]);
+    input.extend(view_bytes(&lx, &x));
+    input.extend(strided_bytes(&Layout::contiguous(&ishape)));
+    input.extend(idx.iter().flat_map(|v| v.to_le_bytes()));
+    input.extend(view_bytes(&lsrc, &src));
+    input.extend(strided_bytes(&Layout::contiguous(&shape)));
+    input.extend(u64s(&[72]));
+    let out = run(exe, "gather", &input);
+    let is = CpuStorage::I64(idx);
+    let li = Layout::contiguous(&ishape);
+    let xs = CpuStorage::F32(x);
+    assert_eq!(f32s(&out[..4 * m]), f(Cpu.gather((&xs, &lx), dim, (&is, &li)).unwrap()), "gather");
+    let acc = read_f64(&out[4 * m..4 * m + 8 * 72]);
+    let ss = CpuStorage::F32(src);
+    let want = Cpu.scatter_add((&ss, &lsrc), dim, (&is, &li), &shape).unwrap();
+    // The CPU rounds its f64 sums to the source dtype (f32 here).
+    assert_near("scatter_add", &acc, &f(want), 1e-7, 1e-12);
+    // The f64 sums rounded to each dtype as the CPU rounds f64.
+    let rest = &out[4 * m + 8 * 72..];
+    for (dt, bytes) in
+        [(DType::F32, &rest[..4 * 72]), (DType::BF16, &rest[4 * 72..6 * 72]), (DType::F16, &rest[6 * 72..])]
+    {
+        assert_eq!(bytes, CpuStorage::from_f64_iter(dt, acc.iter().copied()).as_bytes(), "f64 to {dt:?}");
     }
 }

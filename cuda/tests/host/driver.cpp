@@ -53,6 +53,15 @@
 //   driver attn_tc IN OUT: IN = f16, bh, sq, sk, d, causal, then scale (f64) and q, k, v, go
 //     (16-bit); runs the tensor-core flash forward, attn_delta and the flash backward as
 //     src/backend/attention.rs does: OUT = o (16-bit), lse (f32), dq (f32), dk, dv (16-bit).
+//   driver index IN OUT: IN = outer, size, inner, n, then x (Strided, length, f32 buffer; the
+//     view (outer, size, inner)), idx (i64 × n), src (Strided, length, f32 buffer; the view
+//     (outer, n, inner)); OUT = index_select_4_i64 (f32 × outer·n·inner), index_add_f32_i64
+//     (f32 × outer·size·inner, 3 blocks of 64 threads), index_check_i64's first bad position
+//     (u64; i64 max when none).
+//   driver gather IN OUT: IN = dim, then x (Strided, length, f32 buffer), the index shape's
+//     Strided, idx (i64 × its numel), src (Strided, length, f32 buffer; the index shape), the
+//     output's Strided and length; OUT = gather_4_i64 (f32), scatter_add_f32_i64 (f64, 3 blocks
+//     of 64 threads) and that sum as f32, bf16 and f16 (f64_to_*).
 //   driver patch IN OUT: IN = b, c, h, w, ph, pw, tops (× b), lefts (× b), x (f64, b·c·h·w), g
 //     (f64, b·(c+2)·ph·pw); OUT = patch_embed_f64, patch_embed_f32 (as f64), and
 //     patch_embed_bwd_f64 into a zeroed dx.
@@ -69,6 +78,7 @@
 #include "../../kernels/conv.cu"
 #include "../../kernels/elementwise.cu"
 #include "../../kernels/conv_tc.cu"
+#include "../../kernels/index.cu"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -331,6 +341,48 @@ int main(int argc, char** argv) {
                 (i64)sq, (i64)sk, (float)scale, causal);
         });
         put(out, o); put(out, lse); put(out, dq); put(out, dk); put(out, dv);
+    } else if (!strcmp(mode, "index") || !strcmp(mode, "gather")) {
+        auto view = [&](Strided& l) {
+            auto raw = take<unsigned char>(in, sizeof(Strided));
+            memcpy(&l, raw.data(), sizeof(Strided));
+            return take<float>(in, take<unsigned long long>(in, 1)[0]);
+        };
+        if (!strcmp(mode, "index")) {
+            auto h = take<unsigned long long>(in, 3);
+            i64 outer = (i64)n, size = (i64)h[0], inner = (i64)h[1], m = (i64)h[2];
+            Strided lx, ls;
+            auto x = view(lx);
+            auto idx = take<long long>(in, m);
+            auto src = view(ls);
+            std::vector<float> y(outer * m * inner), acc(outer * size * inner, 0.0f);
+            std::vector<unsigned long long> bad(1, ~0ull >> 1);
+            serial([&] { index_select_4_i64((const unsigned*)x.data(), lx, idx.data(), (unsigned*)y.data(), outer * m * inner, m, size, inner); });
+            host_launch({3, 1, 1}, {64, 1, 1}, [&] { index_add_f32_i64(src.data(), ls, idx.data(), acc.data(), outer * m * inner, m, size, inner); });
+            host_launch({2, 1, 1}, {32, 1, 1}, [&] { index_check_i64(idx.data(), m, size, bad.data()); });
+            put(out, y); put(out, acc); put(out, bad);
+        } else {
+            int dim = (int)n;
+            Strided lx, li, ls, lo;
+            auto x = view(lx);
+            auto raw = take<unsigned char>(in, sizeof(Strided));
+            memcpy(&li, raw.data(), sizeof(Strided));
+            i64 m = 1;
+            for (int d = 0; d < li.rank; ++d) m *= li.shape[d];
+            auto idx = take<long long>(in, m);
+            auto src = view(ls);
+            raw = take<unsigned char>(in, sizeof(Strided));
+            memcpy(&lo, raw.data(), sizeof(Strided));
+            size_t olen = take<unsigned long long>(in, 1)[0];
+            std::vector<float> y(m), a32(olen);
+            std::vector<double> acc(olen, 0.0);
+            std::vector<unsigned short> a16(olen), ah(olen);
+            serial([&] { gather_4_i64((const unsigned*)x.data(), lx, li, idx.data(), (unsigned*)y.data(), m, dim); });
+            host_launch({3, 1, 1}, {64, 1, 1}, [&] { scatter_add_f32_i64(src.data(), ls, idx.data(), acc.data(), lo, m, dim); });
+            serial([&] { f64_to_f32(acc.data(), a32.data(), (i64)olen); });
+            serial([&] { f64_to_bf16(acc.data(), a16.data(), (i64)olen); });
+            serial([&] { f64_to_f16(acc.data(), ah.data(), (i64)olen); });
+            put(out, y); put(out, acc); put(out, a32); put(out, a16); put(out, ah);
+        }
     } else if (!strcmp(mode, "patch")) {
         // n is the batch size here.
         auto d = take<unsigned long long>(in, 5);

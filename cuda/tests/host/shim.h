@@ -103,6 +103,12 @@ static inline long long min(long long a, long long b) { return a < b ? a : b; }
 static inline long long max(long long a, long long b) { return a > b ? a : b; }
 static inline float rsqrt(float x) { return 1.0f / sqrtf(x); }
 static inline double rsqrt(double x) { return 1.0 / sqrt(x); }
+// double -> float rounded toward zero.
+static inline float __double2float_rz(double d) {
+    float f = (float)d;
+    if (isfinite(d) && fabs((double)f) > fabs(d)) f = nextafterf(f, 0.0f);
+    return f;
+}
 static inline long long __double_as_longlong(double d) { long long v; memcpy(&v, &d, 8); return v; }
 // Explicitly rounded operations (no contraction; the host compiles with
 // -ffp-contract=off, so plain operations round the same way).
