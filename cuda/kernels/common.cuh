@@ -83,18 +83,25 @@ __device__ __forceinline__ T warp_sum(T v) {
     for (int o = 16; o > 0; o >>= 1) v += __shfl_xor_sync(0xffffffffu, v, o);
     return v;
 }
+// max / min that return NaN when either side is NaN (as the CPU's reductions and PyTorch's
+// max / min do); fmax / fmin alone would drop it.
+template <typename T>
+__device__ __forceinline__ T nan_max(T a, T b) { return (isnan(a) || isnan(b)) ? a + b : fmax(a, b); }
+template <typename T>
+__device__ __forceinline__ T nan_min(T a, T b) { return (isnan(a) || isnan(b)) ? a + b : fmin(a, b); }
 template <typename T>
 __device__ __forceinline__ T warp_max(T v) {
-    for (int o = 16; o > 0; o >>= 1) v = fmax(v, __shfl_xor_sync(0xffffffffu, v, o));
+    for (int o = 16; o > 0; o >>= 1) v = nan_max(v, __shfl_xor_sync(0xffffffffu, v, o));
     return v;
 }
 template <typename T>
 __device__ __forceinline__ T warp_min(T v) {
-    for (int o = 16; o > 0; o >>= 1) v = fmin(v, __shfl_xor_sync(0xffffffffu, v, o));
+    for (int o = 16; o > 0; o >>= 1) v = nan_min(v, __shfl_xor_sync(0xffffffffu, v, o));
     return v;
 }
 
-// Block-wide reduction (op 0 sum, 1 max, 2 min); every thread gets the result.
+// Block-wide reduction (op 0 sum, 1 max, 2 min; a NaN anywhere gives NaN for max / min);
+// every thread gets the result.
 template <typename C>
 __device__ C block_reduce(C v, int op, C* shared) {
     // op: 0 sum, 1 max, 2 min

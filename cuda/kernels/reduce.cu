@@ -12,7 +12,7 @@ extern "C" __global__ void NAME(const T* x, T* y, i64 rows, i64 len, int op) {  
         C acc = ident;                                                                           \
         for (i64 j = threadIdx.x; j < len; j += blockDim.x) {                                    \
             C v = LOAD(x, r * len + j);                                                          \
-            acc = op == 0 ? acc + v : (op == 1 ? (isnan(v) ? v : fmax(acc, v)) : (isnan(v) ? v : fmin(acc, v))); \
+            acc = op == 0 ? acc + v : (op == 1 ? nan_max(acc, v) : nan_min(acc, v)); \
         }                                                                                        \
         C t = block_reduce<C>(acc, op, sh);                                                      \
         if (threadIdx.x == 0) STORE(y, r, t);                                                    \
@@ -166,7 +166,7 @@ extern "C" __global__ void NAME(const T* x, T* y, i64 rows, i64 cols, int op) { 
         C acc = op == 0 ? (C)0 : (op == 1 ? (C)-SCORCH_INF : (C)SCORCH_INF);                      \
         for (i64 r = 0; r < rows; ++r) {                                                         \
             C v = LOAD(x, r * cols + j);                                                         \
-            acc = op == 0 ? acc + v : (op == 1 ? (isnan(v) ? v : fmax(acc, v)) : (isnan(v) ? v : fmin(acc, v))); \
+            acc = op == 0 ? acc + v : (op == 1 ? nan_max(acc, v) : nan_min(acc, v)); \
         }                                                                                        \
         STORE(y, j, acc);                                                                        \
     }                                                                                            \
@@ -188,7 +188,7 @@ extern "C" __global__ void NAME(const T* x, C* part, i64 rows, i64 len, i64 nc, 
         C acc = op == 0 ? (C)0 : (op == 1 ? (C)-SCORCH_INF : (C)SCORCH_INF);                      \
         for (i64 j = lo + threadIdx.x; j < hi; j += blockDim.x) {                                \
             C v = LOAD(x, r * len + j);                                                          \
-            acc = op == 0 ? acc + v : (op == 1 ? (isnan(v) ? v : fmax(acc, v)) : (isnan(v) ? v : fmin(acc, v))); \
+            acc = op == 0 ? acc + v : (op == 1 ? nan_max(acc, v) : nan_min(acc, v)); \
         }                                                                                        \
         C t = block_reduce<C>(acc, op, sh);                                                      \
         if (threadIdx.x == 0) part[b] = t;                                                       \
@@ -212,7 +212,7 @@ extern "C" __global__ void NAME(const T* x, C* part, i64 rows, i64 cols, i64 nc,
         C acc = op == 0 ? (C)0 : (op == 1 ? (C)-SCORCH_INF : (C)SCORCH_INF);                      \
         for (i64 r = lo; r < hi; ++r) {                                                          \
             C v = LOAD(x, r * cols + j);                                                         \
-            acc = op == 0 ? acc + v : (op == 1 ? (isnan(v) ? v : fmax(acc, v)) : (isnan(v) ? v : fmin(acc, v))); \
+            acc = op == 0 ? acc + v : (op == 1 ? nan_max(acc, v) : nan_min(acc, v)); \
         }                                                                                        \
         part[c * cols + j] = acc;                                                                \
     }                                                                                            \
@@ -239,11 +239,9 @@ extern "C" __global__ void reduce_partial_rows_f32v4(const float* x, float* part
             float4 v = xr[j];
             if (op == 0) { a0 += v.x; a1 += v.y; a2 += v.z; a3 += v.w; }
             else if (op == 1) {
-                a0 = isnan(v.x) ? v.x : fmaxf(a0, v.x); a1 = isnan(v.y) ? v.y : fmaxf(a1, v.y);
-                a2 = isnan(v.z) ? v.z : fmaxf(a2, v.z); a3 = isnan(v.w) ? v.w : fmaxf(a3, v.w);
+                a0 = nan_max(a0, v.x); a1 = nan_max(a1, v.y); a2 = nan_max(a2, v.z); a3 = nan_max(a3, v.w);
             } else {
-                a0 = isnan(v.x) ? v.x : fminf(a0, v.x); a1 = isnan(v.y) ? v.y : fminf(a1, v.y);
-                a2 = isnan(v.z) ? v.z : fminf(a2, v.z); a3 = isnan(v.w) ? v.w : fminf(a3, v.w);
+                a0 = nan_min(a0, v.x); a1 = nan_min(a1, v.y); a2 = nan_min(a2, v.z); a3 = nan_min(a3, v.w);
             }
         }
         float acc;

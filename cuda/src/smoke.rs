@@ -340,6 +340,7 @@ pub fn run_checks(dev: &CudaDevice) -> Result<Vec<Check>, CudaError> {
     attention_checks(dev, &mut out)?;
     optimizer_checks(dev, &mut out)?;
     determinism_checks(dev, &mut out)?;
+    nan_reduction_checks(dev, &mut out)?;
     Ok(out)
 }
 
@@ -579,4 +580,48 @@ fn determinism_checks(dev: &CudaDevice, out: &mut Vec<Check>) -> Result<(), Cuda
     })();
     set_deterministic(was);
     result
+}
+
+/// Max / min over rows and over the leading dim with NaNs placed mid-row, at a row's start and
+/// in one column, through every reduction path (one block per row, chunked float4 partials,
+/// column sweeps): a NaN anywhere gives NaN, as on the CPU. `max_err` counts positions where
+/// the GPU's NaN-ness or value differs from the CPU's.
+fn nan_reduction_checks(dev: &CudaDevice, out: &mut Vec<Check>) -> Result<(), CudaError> {
+    use crate::backend::Cuda;
+    use scorch_ops::cpu::reduce::ReduceOp;
+    use scorch_ops::kernels::Kernels;
+    let cu = Cuda { dev: CudaDevice::get(dev.ordinal)? };
+    let e = |x: scorch_ops::Error| CudaError::Driver { what: "NaN reduction check".into(), detail: x.to_string() };
+    // [4, 65536]: few long rows (the chunked float4 path); [4096, 64]: one block per row and
+    // the column sweep.
+    for (rows, len) in [(4usize, 65_536usize), (4096, 64)] {
+        let mut x = randn(rows * len, 7);
+        x[len + len / 2] = f32::NAN;
+        x[3 * len] = f32::NAN;
+        x[2 * len + 5] = f32::NAN;
+        let l = Layout::contiguous(&[rows, len]);
+        let cpu_x = CpuStorage::F32(x.clone());
+        let gpu_x = cu.upload(&cpu_x).map_err(e)?;
+        for (op, name) in [(ReduceOp::Max, "max"), (ReduceOp::Min, "min")] {
+            let t = Instant::now();
+            let mut bad = 0.0;
+            for axis in [1usize, 0] {
+                let got = cu.reduce(op, (&gpu_x, &l), &[axis]).map_err(e)?.to_cpu().map_err(e)?;
+                let want = scorch_ops::Cpu.reduce(op, (&cpu_x, &l), &[axis]).map_err(e)?;
+                let (g, w) = (
+                    got.to_f64_vec(&Layout::contiguous(&[got.len()])),
+                    want.to_f64_vec(&Layout::contiguous(&[want.len()])),
+                );
+                bad += g.iter().zip(&w).filter(|(a, b)| a.is_nan() != b.is_nan() || (!a.is_nan() && a != b)).count()
+                    as f64;
+            }
+            out.push(Check {
+                name: format!("{name} with NaNs, rows and columns ({rows}x{len})"),
+                max_err: bad,
+                tol: 0.0,
+                millis: t.elapsed().as_secs_f64() * 1e3,
+            });
+        }
+    }
+    Ok(())
 }

@@ -1166,3 +1166,51 @@ fn host_index_kernels_match_the_cpu() {
         assert_eq!(bytes, CpuStorage::from_f64_iter(dt, acc.iter().copied()).as_bytes(), "f64 to {dt:?}");
     }
 }
+
+#[test]
+fn host_reduction_kernels_match_the_cpu_nan_included() {
+    use scorch_ops::cpu::reduce::ReduceOp;
+    use scorch_ops::{Cpu, CpuStorage, Kernels, Layout};
+    let Some(exe) = driver() else { return };
+    let mut r = rng(59);
+    let (rows, len) = (5usize, 1000usize);
+    let mut x: Vec<f32> = (0..rows * len).map(|_| (2.0 * r() - 1.0) as f32).collect();
+    // Row 1 holds a NaN mid-row, row 3 one at its start; column 7 gets one in row 2.
+    x[len + 500] = f32::NAN;
+    x[3 * len] = f32::NAN;
+    x[2 * len + 7] = f32::NAN;
+    let xs = CpuStorage::F32(x.clone());
+    let l = Layout::contiguous(&[rows, len]);
+    let f = |s: CpuStorage| s.to_f64_vec(&Layout::contiguous(&[s.len()]));
+    let f32s = |b: &[u8]| -> Vec<f64> {
+        b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect()
+    };
+    let same = |what: &str, got: &[f64], want: &[f64], tol: f64| {
+        for i in 0..want.len() {
+            let ok = (got[i].is_nan() && want[i].is_nan()) || (got[i] - want[i]).abs() <= tol * (1.0 + want[i].abs());
+            assert!(ok, "{what}[{i}]: {} vs {}", got[i], want[i]);
+        }
+    };
+    for (code, op) in [(0u64, ReduceOp::Sum), (1, ReduceOp::Max), (2, ReduceOp::Min)] {
+        let rows_want = f(Cpu.reduce(op, (&xs, &l), &[1]).unwrap());
+        let cols_want = f(Cpu.reduce(op, (&xs, &l), &[0]).unwrap());
+        for kind in [0u64, 1, 2, 3, 4] {
+            let mut input = u64s(&[rows as u64, len as u64, code, kind, 4]);
+            input.extend(bytes_f32(&x));
+            let got = f32s(&run(exe, "reduce", &input));
+            let want = if kind <= 2 { &rows_want } else { &cols_want };
+            same(&format!("{op:?} kind {kind}"), &got, want, 1e-5);
+        }
+    }
+    for (code, op) in [(0u64, ReduceOp::ArgMax), (1, ReduceOp::ArgMin)] {
+        let mut input = u64s(&[rows as u64, len as u64, code, 5, 1]);
+        input.extend(bytes_f32(&x));
+        let got: Vec<i64> =
+            run(exe, "reduce", &input).chunks_exact(8).map(|c| i64::from_le_bytes(c.try_into().unwrap())).collect();
+        let CpuStorage::I64(want) = Cpu.reduce(op, (&xs, &l), &[1]).unwrap() else { panic!() };
+        assert_eq!(got, want, "{op:?}");
+    }
+    let mut input = u64s(&[rows as u64, len as u64, 0, 6, 1]);
+    input.extend(bytes_f32(&x));
+    same("cumsum", &f32s(&run(exe, "reduce", &input)), &f(Cpu.cumsum((&xs, &l), 1).unwrap()), 1e-6);
+}

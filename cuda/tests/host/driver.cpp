@@ -62,6 +62,12 @@
 //     Strided, idx (i64 × its numel), src (Strided, length, f32 buffer; the index shape), the
 //     output's Strided and length; OUT = gather_4_i64 (f32), scatter_add_f32_i64 (f64, 3 blocks
 //     of 64 threads) and that sum as f32, bf16 and f16 (f64_to_*).
+//   driver reduce IN OUT: IN = rows, len, op (0 sum, 1 max, 2 min), kind, nc, then x (f32 ×
+//     rows·len, contiguous [rows, len]); kind 0: reduce_rows over the rows (3 blocks of 256),
+//     1: reduce_partial_rows over nc chunks then reduce_rows, 2: the same with the float4
+//     partials, 3: reduce_cols over the leading dim (the result has len values), 4:
+//     reduce_partial_cols over nc chunks then reduce_cols, 5: arg_rows (op 0 max, 1 min; i64),
+//     6: cumsum_rows (rows·len values); OUT = the f32 (or i64) result.
 //   driver patch IN OUT: IN = b, c, h, w, ph, pw, tops (× b), lefts (× b), x (f64, b·c·h·w), g
 //     (f64, b·(c+2)·ph·pw); OUT = patch_embed_f64, patch_embed_f32 (as f64), and
 //     patch_embed_bwd_f64 into a zeroed dx.
@@ -382,6 +388,42 @@ int main(int argc, char** argv) {
             serial([&] { f64_to_bf16(acc.data(), a16.data(), (i64)olen); });
             serial([&] { f64_to_f16(acc.data(), ah.data(), (i64)olen); });
             put(out, y); put(out, acc); put(out, a32); put(out, a16); put(out, ah);
+        }
+    } else if (!strcmp(mode, "reduce")) {
+        auto h = take<unsigned long long>(in, 4);
+        i64 rows = (i64)n, len = (i64)h[0], nc = (i64)h[3];
+        int op = (int)h[1], kind = (int)h[2];
+        auto x = take<float>(in, rows * len);
+        dim3 g3{3, 1, 1}, b256{256, 1, 1};
+        if (kind <= 2) {
+            std::vector<float> y(rows, NAN);
+            if (kind == 0) {
+                host_launch(g3, b256, [&] { reduce_rows_f32(x.data(), y.data(), rows, len, op); });
+            } else {
+                std::vector<float> part(rows * nc, NAN);
+                auto k = kind == 1 ? reduce_partial_rows_f32 : reduce_partial_rows_f32v4;
+                host_launch(g3, b256, [&] { k(x.data(), part.data(), rows, len, nc, op); });
+                host_launch(g3, b256, [&] { reduce_rows_f32(part.data(), y.data(), rows, nc, op); });
+            }
+            put(out, y);
+        } else if (kind <= 4) {
+            std::vector<float> y(len, NAN);
+            if (kind == 3) {
+                host_launch(g3, b256, [&] { reduce_cols_f32(x.data(), y.data(), rows, len, op); });
+            } else {
+                std::vector<float> part(nc * len, NAN);
+                host_launch(g3, b256, [&] { reduce_partial_cols_f32(x.data(), part.data(), rows, len, nc, op); });
+                host_launch(g3, b256, [&] { reduce_cols_f32(part.data(), y.data(), nc, len, op); });
+            }
+            put(out, y);
+        } else if (kind == 5) {
+            std::vector<long long> y(rows, -1);
+            serial([&] { arg_rows_f32(x.data(), y.data(), rows, len, op); });
+            put(out, y);
+        } else {
+            std::vector<float> y(rows * len, NAN);
+            serial([&] { cumsum_rows_f32(x.data(), y.data(), rows, len); });
+            put(out, y);
         }
     } else if (!strcmp(mode, "patch")) {
         // n is the batch size here.
