@@ -22,6 +22,9 @@
 //!   give the CPU conv2d and its input gradient (stride, padding, dilation);
 //! * every unary and binary op code (f32, f64, strided, broadcast and float4 kernels) and
 //!   every cast gives the CPU's op, through the launcher's own code tables;
+//! * the general attention path's row kernels (scale, additive mask broadcast over heads,
+//!   causal, fully masked rows, the lse; the backward's dS), with the products done here,
+//!   give the CPU attention and its gradients;
 //! * the f32 flash attention forward gives the CPU attention's output and log-sum-exp
 //!   (partial tiles, causal or not, head dims 32, 64, 128), and the bf16 / f16 tensor-core
 //!   flash forward and backward its output, lse and gradients;
@@ -30,6 +33,8 @@
 //! * index_select, index_add (repeated indices, atomics), the range check, gather and
 //!   scatter_add on transposed views give the CPU's, and the f64 accumulators round to f32 /
 //!   bf16 / f16 exactly as the CPU rounds f64;
+//! * average and max pooling (NaN included) and bilinear resampling, forward and backward,
+//!   give the CPU's bytes;
 //! * both softmax kernels (block reductions over warp shuffles and shared memory) give the
 //!   CPU's softmax and log-softmax on rows shorter and longer than a block, with fewer blocks
 //!   than rows.
@@ -1213,4 +1218,165 @@ fn host_reduction_kernels_match_the_cpu_nan_included() {
     let mut input = u64s(&[rows as u64, len as u64, 0, 6, 1]);
     input.extend(bytes_f32(&x));
     same("cumsum", &f32s(&run(exe, "reduce", &input)), &f(Cpu.cumsum((&xs, &l), 1).unwrap()), 1e-6);
+}
+
+#[test]
+fn host_pooling_and_upsampling_match_the_cpu() {
+    use scorch_ops::cpu::pool::{
+        avg_pool2d, avg_pool2d_bwd, max_pool2d, upsample_bilinear2d, upsample_bilinear2d_bwd, Pool2d,
+    };
+    use scorch_ops::{CpuStorage, Layout};
+    let Some(exe) = driver() else { return };
+    let mut r = rng(61);
+    // (n·c planes, h, w, pool, upsampled size): overlapping padded windows with a NaN in the
+    // input (max pooling's NaN wins), 2×2 stride 2, and down- as well as up-sampling.
+    let cases = [
+        (3usize, 7usize, 6usize, Pool2d { kernel: [3, 3], stride: [2, 2], padding: [1, 1] }, (13usize, 9usize)),
+        (2, 8, 8, Pool2d { kernel: [2, 2], stride: [2, 2], padding: [0, 0] }, (5, 12)),
+    ];
+    for (planes, h, w, p, (oh, ow)) in cases {
+        let (ho, wo) = p.out_hw(h, w).unwrap();
+        let mut reals = |m: usize| -> Vec<f32> { (0..m).map(|_| (2.0 * r() - 1.0) as f32).collect() };
+        let mut x = reals(planes * h * w);
+        x[w + 2] = f32::NAN;
+        let (g, gu) = (reals(planes * ho * wo), reals(planes * oh * ow));
+        let d = [h, w, ho, wo, p.kernel[0], p.kernel[1], p.stride[0], p.stride[1], p.padding[0], p.padding[1], oh, ow];
+        let mut input = u64s(&[planes as u64]);
+        input.extend(u64s(&d.map(|v| v as u64)));
+        for v in [&x, &g, &gu] {
+            input.extend(bytes_f32(v));
+        }
+        let out = run(exe, "pool", &input);
+        let mut at = 0;
+        let mut next = |bytes: usize| {
+            at += bytes;
+            out[at - bytes..at].to_vec()
+        };
+        let (no, ni, nu) = (planes * ho * wo, planes * h * w, planes * oh * ow);
+        let (avg, davg, mx, idx, up, dup) =
+            (next(4 * no), next(4 * ni), next(4 * no), next(8 * no), next(4 * nu), next(4 * ni));
+        let (lx, lg, lu) = (
+            Layout::contiguous(&[planes, 1, h, w]),
+            Layout::contiguous(&[planes, 1, ho, wo]),
+            Layout::contiguous(&[planes, 1, oh, ow]),
+        );
+        let (xs, gs, us) = (CpuStorage::F32(x), CpuStorage::F32(g), CpuStorage::F32(gu));
+        let what = format!("{planes}×{h}×{w} {p:?} up {oh}×{ow}");
+        // Same operations in the same order as the CPU: byte for byte.
+        assert_eq!(avg, avg_pool2d(&xs, &lx, p).unwrap().as_bytes(), "{what}: avg_pool2d");
+        assert_eq!(davg, avg_pool2d_bwd(&gs, &lg, [h, w], p).unwrap().as_bytes(), "{what}: avg_pool2d backward");
+        let (cm, ci) = max_pool2d(&xs, &lx, p).unwrap();
+        assert_eq!(mx, cm.as_bytes(), "{what}: max_pool2d values");
+        assert_eq!(idx, ci.as_bytes(), "{what}: max_pool2d indices");
+        assert_eq!(up, upsample_bilinear2d(&xs, &lx, oh, ow).unwrap().as_bytes(), "{what}: upsample");
+        assert_eq!(dup, upsample_bilinear2d_bwd(&us, &lu, [h, w]).unwrap().as_bytes(), "{what}: upsample backward");
+    }
+}
+
+/// `c[m, n] = Σ_k a[m, k] b[k, n]` per batch, from row-major or transposed operands.
+fn bmm(
+    batch: usize,
+    (m, n, k): (usize, usize, usize),
+    a: impl Fn(usize, usize, usize) -> f32,
+    b: impl Fn(usize, usize, usize) -> f32,
+) -> Vec<f32> {
+    let mut c = vec![0f32; batch * m * n];
+    for z in 0..batch {
+        for i in 0..m {
+            for j in 0..n {
+                c[(z * m + i) * n + j] = (0..k).map(|t| a(z, i, t) as f64 * b(z, t, j) as f64).sum::<f64>() as f32;
+            }
+        }
+    }
+    c
+}
+
+#[test]
+fn host_attention_row_kernels_with_cpu_products_match_the_cpu_attention() {
+    use scorch_ops::cpu::attention::{attention_bwd, attention_fwd};
+    use scorch_ops::{CpuStorage, Layout};
+    let Some(exe) = driver() else { return };
+    let mut r = rng(67);
+    let (b, heads, sq, sk, d, dv) = (2usize, 2usize, 9usize, 11usize, 8usize, 6usize);
+    let bh = b * heads;
+    let scale = 0.3;
+    let mut reals = |m: usize| -> Vec<f32> { (0..m).map(|_| (2.0 * r() - 1.0) as f32).collect() };
+    let (q, k, v, go) = (reals(bh * sq * d), reals(bh * sk * d), reals(bh * sk * dv), reals(bh * sq * dv));
+    // An additive [B, 1, Sq, Sk] mask broadcast over heads, with -inf entries and one row
+    // masked entirely (its output is 0 and its lse -inf).
+    let mut mask = reals(b * sq * sk);
+    mask[3] = f32::NEG_INFINITY;
+    mask[sk + 4] = f32::NEG_INFINITY;
+    for j in 0..sk {
+        mask[(sq + 2) * sk + j] = f32::NEG_INFINITY;
+    }
+    for (has_mask, causal) in [(true, false), (false, true)] {
+        let s = bmm(bh, (sq, sk, d), |z, i, t| q[(z * sq + i) * d + t], |z, t, j| k[(z * sk + j) * d + t]);
+        let head = |bwd: u64| {
+            let mut h =
+                u64s(&[bh as u64, sq as u64, sk as u64, dv as u64, heads as u64, has_mask as u64, causal as u64]);
+            h.extend(u64s(&[(sq * sk) as u64, 0, sk as u64, 1, bwd]));
+            h.extend(bytes_f64(&[scale]));
+            h.extend(u64s(&[mask.len() as u64]));
+            h.extend(bytes_f32(&mask));
+            h.extend(bytes_f32(&s));
+            h
+        };
+        let f32s =
+            |b: &[u8]| -> Vec<f32> { b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect() };
+        let out = f32s(&run(exe, "attn_rows", &head(0)));
+        let (p, lse) = out.split_at(bh * sq * sk);
+        let o = bmm(bh, (sq, dv, sk), |z, i, t| p[(z * sq + i) * sk + t], |z, t, j| v[(z * sk + t) * dv + j]);
+        let dp = bmm(bh, (sq, sk, dv), |z, i, t| go[(z * sq + i) * dv + t], |z, t, j| v[(z * sk + j) * dv + t]);
+        let mut input = head(1);
+        for t in [lse, &o, &go, &dp] {
+            input.extend(bytes_f32(t));
+        }
+        let out = f32s(&run(exe, "attn_rows", &input));
+        let (p2, ds) = out.split_at(bh * sq * sk);
+        let w = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<_>>();
+        // exp(x − lse) against exp(x − max) / sum: the same P to a few ulps.
+        assert_near("P recomputed from the lse", &w(p2), &w(p), 1e-6, 1e-7);
+        let dq = bmm(bh, (sq, d, sk), |z, i, t| ds[(z * sq + i) * sk + t], |z, t, j| k[(z * sk + t) * d + j]);
+        let dk = bmm(bh, (sk, d, sq), |z, i, t| ds[(z * sq + t) * sk + i], |z, t, j| q[(z * sq + t) * d + j]);
+        let dvv = bmm(bh, (sk, dv, sq), |z, i, t| p[(z * sq + t) * sk + i], |z, t, j| go[(z * sq + t) * dv + j]);
+
+        let st = |v: &[f32]| CpuStorage::F32(v.to_vec());
+        let (qs, ks, vs, gs, ms) = (st(&q), st(&k), st(&v), st(&go), st(&mask));
+        let (lq, lk, lv) = (
+            Layout::contiguous(&[b, heads, sq, d]),
+            Layout::contiguous(&[b, heads, sk, d]),
+            Layout::contiguous(&[b, heads, sk, dv]),
+        );
+        let (lo, lm) = (Layout::contiguous(&[b, heads, sq, dv]), Layout::contiguous(&[b, 1, sq, sk]));
+        let m = has_mask.then_some((&ms, &lm));
+        let (co, cl, _) = attention_fwd((&qs, &lq), (&ks, &lk), (&vs, &lv), m, Some(scale), causal).unwrap();
+        let (cdq, cdk, cdv) = attention_bwd(
+            (&qs, &lq),
+            (&ks, &lk),
+            (&vs, &lv),
+            m,
+            (&co, &lo),
+            (&cl, &Layout::contiguous(&[bh * sq])),
+            (&gs, &lo),
+            Some(scale),
+            causal,
+        )
+        .unwrap();
+        let f = |s: &CpuStorage| s.to_f64_vec(&Layout::contiguous(&[s.len()]));
+        let what = format!("mask {has_mask} causal {causal}");
+        let (wl, gl) = (f(&cl), w(lse));
+        for i in 0..wl.len() {
+            assert!(
+                wl[i] == gl[i] || (wl[i] - gl[i]).abs() <= 1e-5 * (1.0 + wl[i].abs()),
+                "{what}: lse[{i}] {} vs {}",
+                gl[i],
+                wl[i]
+            );
+        }
+        assert_near(&format!("{what} o"), &w(&o), &f(&co), 1e-5, 1e-6);
+        assert_near(&format!("{what} dq"), &w(&dq), &f(&cdq), 1e-5, 1e-6);
+        assert_near(&format!("{what} dk"), &w(&dk), &f(&cdk), 1e-5, 1e-6);
+        assert_near(&format!("{what} dv"), &w(&dvv), &f(&cdv), 1e-5, 1e-6);
+    }
 }

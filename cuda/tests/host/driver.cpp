@@ -68,6 +68,15 @@
 //     partials, 3: reduce_cols over the leading dim (the result has len values), 4:
 //     reduce_partial_cols over nc chunks then reduce_cols, 5: arg_rows (op 0 max, 1 min; i64),
 //     6: cumsum_rows (rows·len values); OUT = the f32 (or i64) result.
+//   driver pool IN OUT: IN = planes, h, w, ho, wo, kh, kw, sh, sw, ph, pw, oh, ow, then x (f32 ×
+//     planes·h·w), g (f32 × planes·ho·wo), gu (f32 × planes·oh·ow); OUT = avg_pool2d_f32,
+//     avg_pool2d_bwd_f32 of g, max_pool2d_f32 values and indices (i64), upsample_bilinear2d_f32
+//     to oh × ow and its backward of gu.
+//   driver attn_rows IN OUT: IN = bh, sq, sk, dv, heads, has_mask, causal, mb, mh, mi, mj,
+//     backward (0 / 1), then scale (f64), the mask (length, f32 buffer), s (f32 × bh·sq·sk, raw
+//     scores Q·Kᵀ); forward: OUT = attn_rows_fwd_f32's P (in place of s) and lse (3 blocks of
+//     256); backward: IN continues with lse (bh·sq), o, go (bh·sq·dv) and dp (dO·Vᵀ, bh·sq·sk),
+//     OUT = attn_rows_bwd_f32's P and dS.
 //   driver patch IN OUT: IN = b, c, h, w, ph, pw, tops (× b), lefts (× b), x (f64, b·c·h·w), g
 //     (f64, b·(c+2)·ph·pw); OUT = patch_embed_f64, patch_embed_f32 (as f64), and
 //     patch_embed_bwd_f64 into a zeroed dx.
@@ -424,6 +433,45 @@ int main(int argc, char** argv) {
             std::vector<float> y(rows * len, NAN);
             serial([&] { cumsum_rows_f32(x.data(), y.data(), rows, len); });
             put(out, y);
+        }
+    } else if (!strcmp(mode, "pool")) {
+        auto d = take<unsigned long long>(in, 12);
+        i64 pl = (i64)n, h = (i64)d[0], w = (i64)d[1], ho = (i64)d[2], wo = (i64)d[3], kh = (i64)d[4], kw = (i64)d[5];
+        i64 sh = (i64)d[6], sw = (i64)d[7], ph = (i64)d[8], pw = (i64)d[9], oh = (i64)d[10], ow = (i64)d[11];
+        auto x = take<float>(in, pl * h * w), g = take<float>(in, pl * ho * wo), gu = take<float>(in, pl * oh * ow);
+        std::vector<float> avg(pl * ho * wo), davg(pl * h * w), mx(pl * ho * wo), up(pl * oh * ow), dup(pl * h * w);
+        std::vector<long long> idx(pl * ho * wo);
+        double sy = (double)h / (double)oh, sx = (double)w / (double)ow;
+        serial([&] { avg_pool2d_f32(x.data(), avg.data(), pl, h, w, ho, wo, kh, kw, sh, sw, ph, pw); });
+        serial([&] { avg_pool2d_bwd_f32(g.data(), davg.data(), pl, h, w, ho, wo, kh, kw, sh, sw, ph, pw); });
+        serial([&] { max_pool2d_f32(x.data(), mx.data(), idx.data(), pl, h, w, ho, wo, kh, kw, sh, sw, ph, pw); });
+        serial([&] { upsample_bilinear2d_f32(x.data(), up.data(), pl, h, w, oh, ow, sy, sx); });
+        serial([&] { upsample_bilinear2d_bwd_f32(gu.data(), dup.data(), pl, h, w, oh, ow, sy, sx); });
+        put(out, avg); put(out, davg); put(out, mx); put(out, idx); put(out, up); put(out, dup);
+    } else if (!strcmp(mode, "attn_rows")) {
+        auto h = take<unsigned long long>(in, 11);
+        i64 bh = (i64)n, sq = (i64)h[0], sk = (i64)h[1], dv = (i64)h[2], heads = (i64)h[3];
+        int has_mask = (int)h[4], causal = (int)h[5];
+        i64 mb = (i64)h[6], mh = (i64)h[7], mi = (i64)h[8], mj = (i64)h[9];
+        bool backward = h[10] != 0;
+        double scale = take<double>(in, 1)[0];
+        auto mask = take<float>(in, take<unsigned long long>(in, 1)[0]);
+        auto s = take<float>(in, bh * sq * sk);
+        const float* mp = has_mask ? mask.data() : nullptr;
+        if (!backward) {
+            std::vector<float> lse(bh * sq, NAN);
+            host_launch({3, 1, 1}, {256, 1, 1}, [&] {
+                attn_rows_fwd_f32(s.data(), lse.data(), mp, bh * sq, 0, sq, sk, heads, mb, mh, mi, mj, has_mask, causal, scale);
+            });
+            put(out, s); put(out, lse);
+        } else {
+            auto lse = take<float>(in, bh * sq);
+            auto o = take<float>(in, bh * sq * dv), go = take<float>(in, bh * sq * dv), dp = take<float>(in, bh * sq * sk);
+            host_launch({3, 1, 1}, {256, 1, 1}, [&] {
+                attn_rows_bwd_f32(s.data(), dp.data(), lse.data(), o.data(), go.data(), mp, bh * sq, 0, sq, sk, dv, heads, mb,
+                                  mh, mi, mj, has_mask, causal, scale);
+            });
+            put(out, s); put(out, dp);
         }
     } else if (!strcmp(mode, "patch")) {
         // n is the batch size here.
