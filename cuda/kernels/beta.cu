@@ -67,7 +67,7 @@ __device__ __forceinline__ float f_f(float d, float x) {
 }
 __device__ __forceinline__ int shifts_f(float x1, float d) {
     float m = fminf(x1, x1 + d);
-    return m >= 5.0f ? 0 : (int)ceilf(5.0f - m);
+    return m >= 4.0f ? 0 : (int)ceilf(4.0f - m);
 }
 __device__ __forceinline__ float shift_sum_f(float x1, float d, int n) {
     float acc = 0.0f;
@@ -80,11 +80,11 @@ __device__ __forceinline__ float q_f(int m, float t) {
     for (int i = m - 1; i >= 0; --i) acc = acc * t + (float)(m - i);
     return acc;
 }
-// Bregman divergence of Stirling's remainder (through 1/(1188 z^9)) from z to z + d.
+// Bregman divergence of Stirling's remainder (through 691/(360360 z^11)) from z to z + d.
 __device__ __forceinline__ float stirling_tail_f(float z, float d) {
     float u = d / z, t = z / (z + d), r = 1.0f / z, r2 = r * r;
     float series = q_f(1, t) / 12.0f - r2 * (q_f(3, t) / 360.0f - r2 * (q_f(5, t) / 1260.0f
-                 - r2 * (q_f(7, t) / 1680.0f - r2 * (q_f(9, t) / 1188.0f))));
+                 - r2 * (q_f(7, t) / 1680.0f - r2 * (q_f(9, t) / 1188.0f - r2 * (q_f(11, t) * (691.0f / 360360.0f))))));
     return u * u * t * r * series;
 }
 __device__ __forceinline__ bool in_fast_range(float x) { return x >= 1e-4f && x <= 1e6f; }
