@@ -25,7 +25,7 @@ commit="$(cat "$here/COMMIT" 2>/dev/null || echo unknown)"
 for d in "${CUDA_HOME:-/usr/local/cuda}/lib64" /usr/local/cuda/lib64; do
   [ -d "$d" ] && export LD_LIBRARY_PATH="$d${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 done
-echo "LD_LIBRARY_PATH=$LD_LIBRARY_PATH" >>"$log"
+echo "LD_LIBRARY_PATH=${LD_LIBRARY_PATH:-}" >>"$log"
 # Compiled kernels are cached outside $OUT (only a few files come back from the machine).
 export SCORCH_KERNEL_CACHE="${SCORCH_KERNEL_CACHE:-/tmp/scorch-kernel-cache}"
 scorch="$here/scorch"
