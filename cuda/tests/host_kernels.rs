@@ -20,7 +20,7 @@
 //!   for bit (explicitly rounded operations), and the clipping sum of squares its sum;
 //! * the f32 convolution's im2col and col2im (both index widths), composed with a plain GEMM,
 //!   give the CPU conv2d and its input gradient (stride, padding, dilation);
-//! * every unary and binary op code (f32, f64, strided, broadcast and float4 kernels) and
+//! * every unary and binary op code (f32, f64, bf16, f16; strided, broadcast and float4) and
 //!   every cast gives the CPU's op, through the launcher's own code tables;
 //! * the general attention path's row kernels (scale, additive mask broadcast over heads,
 //!   causal, fully masked rows, the lse; the backward's dS), with the products done here,
@@ -744,17 +744,22 @@ fn strided_bytes(l: &scorch_ops::Layout) -> Vec<u8> {
 }
 
 /// Elementwise outputs compared by dtype: f64 to 1e-11 relative, f32 to 2e-5 (the host's libm
-/// and the CPU backend's formulas differ by an ulp or so); NaN where the CPU has NaN.
+/// and the CPU backend's formulas differ by an ulp or so), bf16 / f16 to one unit of their
+/// last place; NaN where the CPU has NaN.
 fn assert_close_bytes(what: &str, dt: scorch_ops::DType, got: &[u8], want: &[u8]) {
+    use scorch_ops::DType;
     let vals = |b: &[u8]| -> Vec<f64> {
-        match dt {
-            scorch_ops::DType::F64 => b.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect(),
-            _ => b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect(),
-        }
+        let s = scorch_ops::CpuStorage::from_bytes(dt, b).unwrap();
+        s.to_f64_vec(&scorch_ops::Layout::contiguous(&[s.len()]))
     };
     let (g, w) = (vals(got), vals(want));
     assert_eq!(g.len(), w.len(), "{what}: lengths");
-    let (rel, abs) = if dt == scorch_ops::DType::F64 { (1e-11, 1e-13) } else { (2e-5, 1e-6) };
+    let (rel, abs) = match dt {
+        DType::F64 => (1e-11, 1e-13),
+        DType::BF16 => (7.9e-3, 1e-6),
+        DType::F16 => (9.8e-4, 1e-6),
+        _ => (2e-5, 1e-6),
+    };
     for i in 0..w.len() {
         let ok = (g[i].is_nan() && w[i].is_nan()) || g[i] == w[i] || (g[i] - w[i]).abs() <= abs + rel * w[i].abs();
         assert!(ok, "{what}[{i}]: {} vs {}", g[i], w[i]);
@@ -812,7 +817,7 @@ fn host_elementwise_kernels_match_the_cpu_for_every_op_code() {
     ];
     for op in ops {
         let (code, p) = unary_code(op);
-        for dt in [DType::F32, DType::F64] {
+        for dt in [DType::F32, DType::F64, DType::BF16, DType::F16] {
             // A transposed [7, 9] buffer (strided), then a contiguous 64 for the float4 kernel.
             let dom = |v: f64| {
                 if positive.contains(&op) {
@@ -839,7 +844,7 @@ fn host_elementwise_kernels_match_the_cpu_for_every_op_code() {
                 let base = Layout::contiguous(&shape);
                 let l = if perm { base.permute(&[1, 0]).unwrap() } else { base };
                 let want = Cpu.unary(op, (&s, &l)).unwrap();
-                let mut input = u64s(&[m as u64, code as u64, (dt == DType::F64) as u64]);
+                let mut input = u64s(&[m as u64, code as u64, cast_code(dt) as u64]);
                 input.extend(bytes_f64(&p));
                 input.extend(strided_bytes(&l.coalesced()));
                 input.extend(u64s(&[m as u64]));
@@ -856,7 +861,7 @@ fn host_elementwise_kernels_match_the_cpu_for_every_op_code() {
 
     use BinaryOp::*;
     for op in [Add, Sub, Mul, Div, Pow, Maximum, Minimum, Eq, Ne, Lt, Le, Gt, Ge] {
-        for dt in [DType::F32, DType::F64] {
+        for dt in [DType::F32, DType::F64, DType::BF16, DType::F16] {
             // a [3, 1, 5] against a transposed [5, 4] buffer seen as [4, 5]: broadcast to [3, 4, 5];
             // then two contiguous [16] (the float4 kernel). Halves of integers, so some are equal.
             let cases: [(Vec<usize>, Vec<usize>, bool); 2] =
@@ -881,7 +886,7 @@ fn host_elementwise_kernels_match_the_cpu_for_every_op_code() {
                 let (want, shape) = Cpu.binary(op, (&a, &la0), (&b, &lb0)).unwrap();
                 let n: usize = shape.iter().product();
                 let cmp = op.is_comparison();
-                let mut input = u64s(&[n as u64, binary_code(op) as u64, (dt == DType::F64) as u64, cmp as u64]);
+                let mut input = u64s(&[n as u64, binary_code(op) as u64, cast_code(dt) as u64, cmp as u64]);
                 for (s, l) in [(&a, la0.broadcast_to(&shape).unwrap()), (&b, lb0.broadcast_to(&shape).unwrap())] {
                     input.extend(strided_bytes(&l));
                     input.extend(u64s(&[s.len() as u64]));

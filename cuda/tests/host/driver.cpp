@@ -37,10 +37,10 @@
 //     dh, dw), then x (f32 × n·cin·h·w) and dcols (f32 × n·cin·kh·kw·ho·wo); OUT = the columns
 //     of im2col_f32 (sample-major, then row-major) and im2col_f32_w (sample-major), and dx of
 //     col2im_f32 and col2im_f32_w, each kernel on a (2, 3) grid of (32, 8) blocks.
-//   driver unary IN OUT: IN = n, code, dtype (0 f32, 1 f64), then p0, p1, p2 (f64), the Strided
-//     (144 bytes, as scorch_cuda::device::Strided), the buffer length and buffer (f32 or f64);
-//     OUT = unary_f32 / unary_f64 (n values), and for a contiguous f32 view with n % 4 == 0
-//     unary_f32_vec4 over the buffer.
+//   driver unary IN OUT: IN = n, code, dtype (cast_code: 0 f32, 1 f64, 2 bf16, 3 f16), then p0,
+//     p1, p2 (f64), the Strided (144 bytes, as scorch_cuda::device::Strided), the buffer length
+//     and buffer; OUT = unary_<dtype> (n values), and for a contiguous f32 view with
+//     n % 4 == 0 unary_f32_vec4 over the buffer.
 //   driver binary IN OUT: IN = n, code, dtype, comparison, then two (Strided, length, buffer);
 //     OUT = binary_* (or compare_*: bytes) and, for f32 non-comparisons of two contiguous
 //     same-size views with n % 4 == 0, binary_f32_vec4.
@@ -245,23 +245,31 @@ int main(int argc, char** argv) {
         host_launch(grid, blk, [&] { col2im_f32_w(dcols.data(), d2.data(), g); });
         put(out, c1); put(out, c2); put(out, c3); put(out, d1); put(out, d2);
     } else if (!strcmp(mode, "unary") || !strcmp(mode, "binary")) {
+        // dt: cast_code's 0 f32, 1 f64, 2 bf16, 3 f16.
         auto h = take<unsigned long long>(in, 2);
-        int code = (int)h[0], f64 = (int)h[1];
+        int code = (int)h[0], dt = (int)h[1];
+        size_t width = dt == 1 ? 8 : (dt == 0 ? 4 : 2);
         auto operand = [&](Strided& l) {
             auto raw = take<unsigned char>(in, sizeof(Strided));
             memcpy(&l, raw.data(), sizeof(Strided));
             size_t len = take<unsigned long long>(in, 1)[0];
-            return take<unsigned char>(in, len * (f64 ? 8 : 4));
+            return take<unsigned char>(in, len * width);
         };
         if (!strcmp(mode, "unary")) {
             auto p = take<double>(in, 3);
             Strided lx;
             auto x = operand(lx);
-            std::vector<unsigned char> y(n * (f64 ? 8 : 4)), y4(y.size());
-            if (f64) serial([&] { unary_f64((const double*)x.data(), lx, (double*)y.data(), (i64)n, code, p[0], p[1], p[2]); });
-            else serial([&] { unary_f32((const float*)x.data(), lx, (float*)y.data(), (i64)n, code, p[0], p[1], p[2]); });
+            std::vector<unsigned char> y(n * width), y4(y.size());
+            const void* xp = x.data();
+            void* yp = y.data();
+            serial([&] {
+                if (dt == 0) unary_f32((const float*)xp, lx, (float*)yp, (i64)n, code, p[0], p[1], p[2]);
+                if (dt == 1) unary_f64((const double*)xp, lx, (double*)yp, (i64)n, code, p[0], p[1], p[2]);
+                if (dt == 2) unary_bf16((const bf16_t*)xp, lx, (bf16_t*)yp, (i64)n, code, p[0], p[1], p[2]);
+                if (dt == 3) unary_f16((const f16_t*)xp, lx, (f16_t*)yp, (i64)n, code, p[0], p[1], p[2]);
+            });
             put(out, y);
-            if (!f64 && n % 4 == 0 && lx.contiguous && lx.offset == 0) {
+            if (dt == 0 && n % 4 == 0 && lx.contiguous && lx.offset == 0) {
                 serial([&] { unary_f32_vec4((const float4*)x.data(), (float4*)y4.data(), (i64)(n / 4), code, p[0], p[1], p[2]); });
                 put(out, y4);
             }
@@ -270,14 +278,23 @@ int main(int argc, char** argv) {
             Strided la, lb;
             auto a = operand(la);
             auto b = operand(lb);
-            std::vector<unsigned char> y(n * (cmp ? 1 : (f64 ? 8 : 4))), y4(y.size());
-            if (cmp && f64) serial([&] { compare_f64((const double*)a.data(), la, (const double*)b.data(), lb, y.data(), (i64)n, code); });
-            else if (cmp) serial([&] { compare_f32((const float*)a.data(), la, (const float*)b.data(), lb, y.data(), (i64)n, code); });
-            else if (f64) serial([&] { binary_f64((const double*)a.data(), la, (const double*)b.data(), lb, (double*)y.data(), (i64)n, code); });
-            else serial([&] { binary_f32((const float*)a.data(), la, (const float*)b.data(), lb, (float*)y.data(), (i64)n, code); });
+            std::vector<unsigned char> y(n * (cmp ? 1 : width)), y4(y.size());
+            const void *ap = a.data(), *bp = b.data();
+            void* yp = y.data();
+            unsigned char* yc = y.data();
+            serial([&] {
+                if (cmp && dt == 0) compare_f32((const float*)ap, la, (const float*)bp, lb, yc, (i64)n, code);
+                if (cmp && dt == 1) compare_f64((const double*)ap, la, (const double*)bp, lb, yc, (i64)n, code);
+                if (cmp && dt == 2) compare_bf16((const bf16_t*)ap, la, (const bf16_t*)bp, lb, yc, (i64)n, code);
+                if (cmp && dt == 3) compare_f16((const f16_t*)ap, la, (const f16_t*)bp, lb, yc, (i64)n, code);
+                if (!cmp && dt == 0) binary_f32((const float*)ap, la, (const float*)bp, lb, (float*)yp, (i64)n, code);
+                if (!cmp && dt == 1) binary_f64((const double*)ap, la, (const double*)bp, lb, (double*)yp, (i64)n, code);
+                if (!cmp && dt == 2) binary_bf16((const bf16_t*)ap, la, (const bf16_t*)bp, lb, (bf16_t*)yp, (i64)n, code);
+                if (!cmp && dt == 3) binary_f16((const f16_t*)ap, la, (const f16_t*)bp, lb, (f16_t*)yp, (i64)n, code);
+            });
             put(out, y);
             bool plain = la.contiguous && lb.contiguous && la.offset == 0 && lb.offset == 0 && a.size() == b.size();
-            if (!f64 && !cmp && n % 4 == 0 && plain) {
+            if (dt == 0 && !cmp && n % 4 == 0 && plain) {
                 serial([&] { binary_f32_vec4((const float4*)a.data(), (const float4*)b.data(), (float4*)y4.data(), (i64)(n / 4), code); });
                 put(out, y4);
             }
