@@ -62,6 +62,27 @@ INDEX_ADD(index_add_f64_i32, double, double, load_f, int)
 INDEX_ADD(index_add_bf16_i32, bf16_t, float, load_f, int)
 INDEX_ADD(index_add_f16_i32, f16_t, float, load_h, int)
 
+// Deterministic index_add (SCORCH_DETERMINISTIC): no atomics. order lists the source rows
+// grouped by target row, ascending within each group (offsets[t] .. offsets[t + 1] for target
+// t; built on the host), and each output element sums its sources in that order, which is
+// the CPU's order, so the result is the CPU's bit for bit.
+#define INDEX_ADD_DET(NAME, T, A, LOAD)                                                                  \
+extern "C" __global__ void NAME(const T* s, Strided ls, const i64* offsets, const i64* order, A* out,   \
+                                i64 total, i64 n, i64 size, i64 inner) {                                 \
+    GRID_LOOP(k, total) {                                                                                \
+        i64 r = k % inner, q = k / inner;                                                                \
+        i64 t = q % size, o = q / size;                                                                  \
+        A acc = (A)0;                                                                                    \
+        for (i64 p = offsets[t]; p < offsets[t + 1]; ++p)                                                \
+            acc += (A)LOAD(s, strided_offset(ls, (o * n + order[p]) * inner + r));                       \
+        out[k] = acc;                                                                                    \
+    }                                                                                                    \
+}
+INDEX_ADD_DET(index_add_det_f32, float, float, load_f)
+INDEX_ADD_DET(index_add_det_f64, double, double, load_f)
+INDEX_ADD_DET(index_add_det_bf16, bf16_t, float, load_f)
+INDEX_ADD_DET(index_add_det_f16, f16_t, float, load_h)
+
 // out[m] = x[m with m[dim] = idx[m]]: m runs row-major over the index shape li.shape (li has
 // the rank of x); x is read through its own strides and offset.
 template <typename T, typename I>
@@ -113,6 +134,23 @@ SCATTER_ADD(scatter_add_f32_i32, float, load_f, int)
 SCATTER_ADD(scatter_add_f64_i32, double, load_f, int)
 SCATTER_ADD(scatter_add_bf16_i32, bf16_t, load_f, int)
 SCATTER_ADD(scatter_add_f16_i32, f16_t, load_h, int)
+
+// Deterministic scatter_add: order lists the flat source positions grouped by destination
+// (offsets[j] .. offsets[j + 1] for output element j), ascending within each group; each
+// output element sums them in f64 in that order (the CPU's), with no atomics.
+#define SCATTER_ADD_DET(NAME, T, LOAD)                                                                   \
+extern "C" __global__ void NAME(const T* s, Strided ls, const i64* offsets, const i64* order, double* out, \
+                                i64 out_len) {                                                           \
+    GRID_LOOP(j, out_len) {                                                                              \
+        double acc = 0.0;                                                                                \
+        for (i64 p = offsets[j]; p < offsets[j + 1]; ++p) acc += (double)LOAD(s, strided_offset(ls, order[p])); \
+        out[j] = acc;                                                                                    \
+    }                                                                                                    \
+}
+SCATTER_ADD_DET(scatter_add_det_f32, float, load_f)
+SCATTER_ADD_DET(scatter_add_det_f64, double, load_f)
+SCATTER_ADD_DET(scatter_add_det_bf16, bf16_t, load_f)
+SCATTER_ADD_DET(scatter_add_det_f16, f16_t, load_h)
 
 // f64 accumulator -> output dtype, each correctly rounded straight from f64 (as the CPU's
 // f64 -> f32 / bf16 / f16 conversions). The halves go through f32 rounded to odd, which has

@@ -576,6 +576,37 @@ fn determinism_checks(dev: &CudaDevice, out: &mut Vec<Check>) -> Result<(), Cuda
             tol: 0.0,
             millis: ms,
         });
+        // index_add / scatter_add without atomics: the CPU's order, so the CPU's bytes.
+        let (n, inner, size) = (65_536usize, 64usize, 512usize);
+        let src = cu.random(DType::F32, n * inner, 96, 0, RandDist::Normal(0.0, 1.0)).map_err(e)?;
+        let idx: Vec<i64> = (0..n as u64).map(|i| (i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 55) as i64).collect();
+        let idx_dev = cu.upload(&CpuStorage::I64(idx.clone())).map_err(e)?;
+        let (ls, li) = (Layout::contiguous(&[n, inner]), Layout::contiguous(&[n]));
+        let (cpu_src, cpu_idx) = (src.to_cpu().map_err(e)?, CpuStorage::I64(idx));
+        let t = Instant::now();
+        let a = bits(&cu.index_add((&src, &ls), 0, (&idx_dev, &li), size).map_err(e)?)?;
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        let want = scorch_ops::Cpu.index_add((&cpu_src, &ls), 0, (&cpu_idx, &li), size).map_err(e)?;
+        out.push(Check {
+            name: "deterministic mode: index_add f32 = CPU bytes (64K rows -> 512)".into(),
+            max_err: differing(&a, want.as_bytes()),
+            tol: 0.0,
+            millis: ms,
+        });
+        let gi: Vec<i64> =
+            (0..(n * inner) as u64).map(|i| (i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 58) as i64).collect();
+        let (gi_dev, gl) = (cu.upload(&CpuStorage::I64(gi.clone())).map_err(e)?, Layout::contiguous(&[n, inner]));
+        let t = Instant::now();
+        let s1 = bits(&cu.scatter_add((&src, &ls), 1, (&gi_dev, &gl), &[n, inner]).map_err(e)?)?;
+        let ms = t.elapsed().as_secs_f64() * 1e3;
+        let want =
+            scorch_ops::Cpu.scatter_add((&cpu_src, &ls), 1, (&CpuStorage::I64(gi), &gl), &[n, inner]).map_err(e)?;
+        out.push(Check {
+            name: "deterministic mode: scatter_add f32 = CPU bytes (4M into 64K x 64)".into(),
+            max_err: differing(&s1, want.as_bytes()),
+            tol: 0.0,
+            millis: ms,
+        });
         Ok(())
     })();
     set_deterministic(was);

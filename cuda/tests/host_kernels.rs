@@ -32,7 +32,8 @@
 //!   weight gradient split over blocks) gives the CPU convolution;
 //! * index_select, index_add (repeated indices, atomics), the range check, gather and
 //!   scatter_add on transposed views give the CPU's, and the f64 accumulators round to f32 /
-//!   bf16 / f16 exactly as the CPU rounds f64;
+//!   bf16 / f16 exactly as the CPU rounds f64; the deterministic-mode index_add and scatter_add
+//!   (no atomics) give the CPU's bytes;
 //! * average and max pooling (NaN included) and bilinear resampling, forward and backward,
 //!   give the CPU's bytes;
 //! * both softmax kernels (block reductions over warp shuffles and shared memory) give the
@@ -1384,4 +1385,50 @@ fn host_attention_row_kernels_with_cpu_products_match_the_cpu_attention() {
         assert_near(&format!("{what} dk"), &w(&dk), &f(&cdk), 1e-5, 1e-6);
         assert_near(&format!("{what} dv"), &w(&dvv), &f(&cdv), 1e-5, 1e-6);
     }
+}
+
+#[test]
+fn host_deterministic_index_add_and_scatter_add_are_the_cpu_bit_for_bit() {
+    use scorch_cuda::backend::index::{scatter_destinations, stable_buckets};
+    use scorch_ops::{Cpu, CpuStorage, Kernels, Layout};
+    let Some(exe) = driver() else { return };
+    let mut r = rng(71);
+    let mut reals = |m: usize| -> Vec<f32> { (0..m).map(|_| (2.0 * r() - 1.0) as f32).collect() };
+    // index_add along dim 1 of a transposed source, indices repeating and one target unused.
+    let (outer, size, inner) = (2usize, 6usize, 3usize);
+    let idx = vec![4usize, 0, 2, 2, 4, 1, 4, 0, 2];
+    let n = idx.len();
+    let src = reals(n * outer * inner);
+    let ls = Layout::contiguous(&[n, outer, inner]).permute(&[1, 0, 2]).unwrap();
+    let (offsets, order) = stable_buckets(&idx, size);
+    let mut input = u64s(&[outer as u64, size as u64, inner as u64, n as u64]);
+    input.extend(view_bytes(&ls.coalesced(), &src));
+    for v in [&offsets, &order] {
+        input.extend(v.iter().flat_map(|x| x.to_le_bytes()));
+    }
+    let got = run(exe, "index_det", &input);
+    let (ss, is) = (CpuStorage::F32(src), CpuStorage::I64(idx.iter().map(|&i| i as i64).collect()));
+    let want = Cpu.index_add((&ss, &ls), 1, (&is, &Layout::contiguous(&[n])), size).unwrap();
+    assert_eq!(got, want.as_bytes(), "deterministic index_add");
+
+    // scatter_add along dim 1 of a transposed [3, 5, 4] source into [3, 4, 4], repeats included.
+    let (sshape, oshape, dim) = ([3usize, 5, 4], [3usize, 4, 4], 1usize);
+    let total: usize = sshape.iter().product();
+    let src = reals(total);
+    let ls = Layout::contiguous(&[4, 5, 3]).permute(&[2, 1, 0]).unwrap();
+    let mut r2 = rng(73);
+    let idx: Vec<usize> = (0..total).map(|_| (r2() * oshape[dim] as f64) as usize).collect();
+    let out_len: usize = oshape.iter().product();
+    let (offsets, order) = stable_buckets(&scatter_destinations(&sshape, dim, &idx, &oshape), out_len);
+    let mut input = u64s(&[out_len as u64]);
+    input.extend(view_bytes(&ls, &src));
+    for v in [&offsets, &order] {
+        input.extend(v.iter().flat_map(|x| x.to_le_bytes()));
+    }
+    let acc = read_f64(&run(exe, "scatter_det", &input));
+    // The CPU sums in f64 in source order and rounds to f32; so does the GPU path after this.
+    let (ss, is) = (CpuStorage::F32(src), CpuStorage::I64(idx.iter().map(|&i| i as i64).collect()));
+    let want = Cpu.scatter_add((&ss, &ls), dim, (&is, &Layout::contiguous(&sshape)), &oshape).unwrap();
+    let got = CpuStorage::from_f64_iter(scorch_ops::DType::F32, acc.into_iter());
+    assert_eq!(got.as_bytes(), want.as_bytes(), "deterministic scatter_add");
 }

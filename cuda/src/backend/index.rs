@@ -6,8 +6,10 @@
 //! stream); an index outside `[0, size)` is the CPU's [`Error::Index`] for the first bad
 //! position, and no kernel reads through it. The checks run in the CPU's order (axis,
 //! index dtype, index range, then shapes and the data dtype). The additive ops accumulate
-//! with atomics, so their sums are in no fixed order: f32/f64 in their own type and bf16/f16
-//! in f32 for index_add, everything in f64 for scatter_add, as on the CPU.
+//! f32/f64 in their own type and bf16/f16 in f32 for index_add, everything in f64 for
+//! scatter_add, as on the CPU: with atomics, in no fixed order, or, in deterministic mode
+//! ([`super::deterministic`]), without atomics in the CPU's order ([`stable_buckets`] on the
+//! host groups the sources by destination; the results are then the CPU's bit for bit).
 
 use super::{launch, strided, Contig, Cuda, CudaStorage};
 use crate::device::CudaDevice;
@@ -54,6 +56,56 @@ fn indices<'a>(
         }
     }
     Ok((idx, ity))
+}
+
+/// The positions `0..keys.len()` grouped by key (a stable counting sort): `order` lists them
+/// key by key, ascending within a key, and key `t`'s run is `order[offsets[t]..offsets[t + 1]]`.
+/// Every key must be below `nkeys`.
+pub fn stable_buckets(keys: &[usize], nkeys: usize) -> (Vec<i64>, Vec<i64>) {
+    let mut offsets = vec![0i64; nkeys + 1];
+    for &k in keys {
+        offsets[k + 1] += 1;
+    }
+    for t in 0..nkeys {
+        offsets[t + 1] += offsets[t];
+    }
+    let mut next = offsets.clone();
+    let mut order = vec![0i64; keys.len()];
+    for (i, &k) in keys.iter().enumerate() {
+        order[next[k] as usize] = i as i64;
+        next[k] += 1;
+    }
+    (offsets, order)
+}
+
+/// scatter_add's destination (flat, in the contiguous output of shape `out`) of every source
+/// position: source position k has the multi-index m over `src` (row-major), and its
+/// destination is m with m[dim] replaced by idx[k], as `scatter_add_*` in index.cu computes it.
+pub fn scatter_destinations(src: &[usize], dim: usize, idx: &[usize], out: &[usize]) -> Vec<usize> {
+    let ostrides = scorch_ops::layout::contiguous_strides(out);
+    let total: usize = src.iter().product();
+    let mut m = vec![0usize; src.len()];
+    idx.iter()
+        .take(total)
+        .enumerate()
+        .map(|(k, &ik)| {
+            let mut rem = k;
+            for d in (0..src.len()).rev() {
+                m[d] = rem % src[d];
+                rem /= src[d];
+            }
+            (0..src.len()).map(|d| if d == dim { ik } else { m[d] } * ostrides[d]).sum()
+        })
+        .collect()
+}
+
+/// The (already range-checked) indices on the host, for the deterministic paths.
+fn host_indices(iv: &CudaStorage) -> Result<Vec<usize>> {
+    Ok(match iv.to_cpu()? {
+        CpuStorage::I64(v) => v.into_iter().map(|i| i as usize).collect(),
+        CpuStorage::I32(v) => v.into_iter().map(|i| i as usize).collect(),
+        other => return Err(Error::DType { op: "index", dtype: other.dtype() }),
+    })
 }
 
 /// `(outer, shape[dim], inner)`.
@@ -132,7 +184,16 @@ pub fn index_add(
     let out_len = outer * size * inner;
     let acc = cu.zeros(acc_dt, out_len)?;
     let total = ls.numel();
-    if total > 0 {
+    if out_len > 0 && super::deterministic() {
+        // Each output element sums its sources in the CPU's order: no atomics.
+        let (offsets, order) = stable_buckets(&host_indices(&iv)?, size);
+        let (op_, or_) = (cu.upload_i64(&offsets)?, cu.upload_i64(&order)?);
+        let sl = strided(&ls.coalesced())?;
+        let (sp, offp, ordp, ap) = (s.ptr(), op_.ptr(), or_.ptr(), acc.ptr());
+        let (t, ni, sz, inn) = (out_len as i64, n as i64, size as i64, inner as i64);
+        launch!(cu, "index.cu", format!("index_add_det_{sx}"), CudaDevice::cfg_1d(out_len);
+            &sp, &sl, &offp, &ordp, &ap, &t, &ni, &sz, &inn)?;
+    } else if total > 0 {
         let sl = strided(&ls.coalesced())?;
         let (sp, ip, ap) = (s.ptr(), iv.ptr(), acc.ptr());
         let (t, ni, sz, inn) = (total as i64, n as i64, size as i64, inner as i64);
@@ -193,7 +254,16 @@ pub fn scatter_add(
     let sx = super::sfx(OP, s.dtype())?;
     let out_len: usize = shape.iter().product();
     let acc = cu.zeros(DType::F64, out_len)?;
-    if total > 0 {
+    if out_len > 0 && super::deterministic() {
+        // Each output element sums its sources in the CPU's order: no atomics.
+        let keys = scatter_destinations(&ls.shape, dim, &host_indices(&iv)?, shape);
+        let (offsets, order) = stable_buckets(&keys, out_len);
+        let (op_, or_) = (cu.upload_i64(&offsets)?, cu.upload_i64(&order)?);
+        let sl = strided(ls)?;
+        let (sp, offp, ordp, ap, ol) = (s.ptr(), op_.ptr(), or_.ptr(), acc.ptr(), out_len as i64);
+        launch!(cu, "index.cu", format!("scatter_add_det_{sx}"), CudaDevice::cfg_1d(out_len);
+            &sp, &sl, &offp, &ordp, &ap, &ol)?;
+    } else if total > 0 {
         let (sl, lo) = (strided(ls)?, strided(&Layout::contiguous(shape))?);
         let (sp, ip, ap, t, d) = (s.ptr(), iv.ptr(), acc.ptr(), total as i64, dim as i32);
         let name = format!("scatter_add_{sx}_{ity}");
@@ -209,4 +279,18 @@ pub fn scatter_add(
         launch!(cu, "index.cu", format!("f64_to_{sx}"), CudaDevice::cfg_1d(out_len); &ap, &yp, &n)?;
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::stable_buckets;
+
+    #[test]
+    fn stable_buckets_group_positions_by_key_in_ascending_order() {
+        let (offsets, order) = stable_buckets(&[2, 0, 2, 1, 0, 2], 4);
+        assert_eq!(offsets, [0, 2, 3, 6, 6]);
+        assert_eq!(order, [1, 4, 3, 0, 2, 5]);
+        let (offsets, order) = stable_buckets(&[], 3);
+        assert_eq!((offsets, order), (vec![0, 0, 0, 0], vec![]));
+    }
 }

@@ -59,9 +59,10 @@ static DETERMINISTIC: std::sync::atomic::AtomicU8 = std::sync::atomic::AtomicU8:
 
 /// Whether kernels that accumulate with float atomics in an order that varies between runs
 /// take a fixed-order path instead: the bf16/f16 conv weight gradient runs without its
-/// split reduction, and the attention backward takes the cuBLAS path instead of the flash
-/// kernel's atomic dQ. Slower; on from `SCORCH_DETERMINISTIC=1` or [`set_deterministic`].
-/// (index_add of f32 / bf16 still accumulates with f32 atomics; scatter_add with f64 ones.)
+/// split reduction, the attention backward takes the cuBLAS path instead of the flash
+/// kernel's atomic dQ, and index_add / scatter_add sum each output's sources in the CPU's
+/// order (the indices are read back to the host to group them). Slower; on from
+/// `SCORCH_DETERMINISTIC=1` or [`set_deterministic`].
 pub fn deterministic() -> bool {
     match DETERMINISTIC.load(Ordering::Relaxed) {
         0 => {

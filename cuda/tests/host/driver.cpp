@@ -77,6 +77,12 @@
 //     scores Q·Kᵀ); forward: OUT = attn_rows_fwd_f32's P (in place of s) and lse (3 blocks of
 //     256); backward: IN continues with lse (bh·sq), o, go (bh·sq·dv) and dp (dO·Vᵀ, bh·sq·sk),
 //     OUT = attn_rows_bwd_f32's P and dS.
+//   driver index_det IN OUT: IN = outer, size, inner, n, then src (Strided, length, f32 buffer;
+//     the view (outer, n, inner)), offsets (i64 × size + 1), order (i64 × n); OUT =
+//     index_add_det_f32 (f32 × outer·size·inner, 3 blocks of 64 threads).
+//   driver scatter_det IN OUT: IN = out_len, then src (Strided, length, f32 buffer), offsets
+//     (i64 × out_len + 1), order (i64 × the source's elements); OUT = scatter_add_det_f32's f64
+//     sums.
 //   driver patch IN OUT: IN = b, c, h, w, ph, pw, tops (× b), lefts (× b), x (f64, b·c·h·w), g
 //     (f64, b·(c+2)·ph·pw); OUT = patch_embed_f64, patch_embed_f32 (as f64), and
 //     patch_embed_bwd_f64 into a zeroed dx.
@@ -489,6 +495,33 @@ int main(int argc, char** argv) {
                                   mh, mi, mj, has_mask, causal, scale);
             });
             put(out, s); put(out, dp);
+        }
+    } else if (!strcmp(mode, "index_det") || !strcmp(mode, "scatter_det")) {
+        auto view = [&](Strided& l) {
+            auto raw = take<unsigned char>(in, sizeof(Strided));
+            memcpy(&l, raw.data(), sizeof(Strided));
+            return take<float>(in, take<unsigned long long>(in, 1)[0]);
+        };
+        if (!strcmp(mode, "index_det")) {
+            auto h = take<unsigned long long>(in, 3);
+            i64 outer = (i64)n, size = (i64)h[0], inner = (i64)h[1], m = (i64)h[2];
+            Strided ls;
+            auto src = view(ls);
+            auto offsets = take<long long>(in, size + 1), order = take<long long>(in, m);
+            std::vector<float> out_(outer * size * inner, NAN);
+            host_launch({3, 1, 1}, {64, 1, 1}, [&] {
+                index_add_det_f32(src.data(), ls, offsets.data(), order.data(), out_.data(), outer * size * inner, m, size, inner);
+            });
+            put(out, out_);
+        } else {
+            Strided ls;
+            auto src = view(ls);
+            i64 total = 1;
+            for (int d = 0; d < ls.rank; ++d) total *= ls.shape[d];
+            auto offsets = take<long long>(in, n + 1), order = take<long long>(in, total);
+            std::vector<double> acc(n, NAN);
+            host_launch({3, 1, 1}, {64, 1, 1}, [&] { scatter_add_det_f32(src.data(), ls, offsets.data(), order.data(), acc.data(), (i64)n); });
+            put(out, acc);
         }
     } else if (!strcmp(mode, "patch")) {
         // n is the batch size here.
