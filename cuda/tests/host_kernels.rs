@@ -1400,7 +1400,7 @@ fn host_deterministic_index_add_and_scatter_add_are_the_cpu_bit_for_bit() {
     let n = idx.len();
     let src = reals(n * outer * inner);
     let ls = Layout::contiguous(&[n, outer, inner]).permute(&[1, 0, 2]).unwrap();
-    let (offsets, order) = stable_buckets(&idx, size);
+    let (offsets, order) = stable_buckets(&idx, size).unwrap();
     let mut input = u64s(&[outer as u64, size as u64, inner as u64, n as u64]);
     input.extend(view_bytes(&ls.coalesced(), &src));
     for v in [&offsets, &order] {
@@ -1419,7 +1419,7 @@ fn host_deterministic_index_add_and_scatter_add_are_the_cpu_bit_for_bit() {
     let mut r2 = rng(73);
     let idx: Vec<usize> = (0..total).map(|_| (r2() * oshape[dim] as f64) as usize).collect();
     let out_len: usize = oshape.iter().product();
-    let (offsets, order) = stable_buckets(&scatter_destinations(&sshape, dim, &idx, &oshape), out_len);
+    let (offsets, order) = stable_buckets(&scatter_destinations(&sshape, dim, &idx, &oshape), out_len).unwrap();
     let mut input = u64s(&[out_len as u64]);
     input.extend(view_bytes(&ls, &src));
     for v in [&offsets, &order] {

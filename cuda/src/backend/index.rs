@@ -60,10 +60,13 @@ fn indices<'a>(
 
 /// The positions `0..keys.len()` grouped by key (a stable counting sort): `order` lists them
 /// key by key, ascending within a key, and key `t`'s run is `order[offsets[t]..offsets[t + 1]]`.
-/// Every key must be below `nkeys`.
-pub fn stable_buckets(keys: &[usize], nkeys: usize) -> (Vec<i64>, Vec<i64>) {
+/// A key of `nkeys` or more is an index error.
+pub fn stable_buckets(keys: &[usize], nkeys: usize) -> Result<(Vec<i64>, Vec<i64>)> {
     let mut offsets = vec![0i64; nkeys + 1];
     for &k in keys {
+        if k >= nkeys {
+            return Err(Error::Index { op: "index_add / scatter_add", index: k as i64, size: nkeys });
+        }
         offsets[k + 1] += 1;
     }
     for t in 0..nkeys {
@@ -75,7 +78,7 @@ pub fn stable_buckets(keys: &[usize], nkeys: usize) -> (Vec<i64>, Vec<i64>) {
         order[next[k] as usize] = i as i64;
         next[k] += 1;
     }
-    (offsets, order)
+    Ok((offsets, order))
 }
 
 /// scatter_add's destination (flat, in the contiguous output of shape `out`) of every source
@@ -99,11 +102,13 @@ pub fn scatter_destinations(src: &[usize], dim: usize, idx: &[usize], out: &[usi
         .collect()
 }
 
-/// The (already range-checked) indices on the host, for the deterministic paths.
-fn host_indices(iv: &CudaStorage) -> Result<Vec<usize>> {
+/// The first `n` (already range-checked) indices on the host, for the deterministic paths.
+/// The contiguous index buffer can be longer than the view (a prefix of a larger tensor is
+/// passed as the tensor's own storage), so only `n` entries are taken.
+fn host_indices(iv: &CudaStorage, n: usize) -> Result<Vec<usize>> {
     Ok(match iv.to_cpu()? {
-        CpuStorage::I64(v) => v.into_iter().map(|i| i as usize).collect(),
-        CpuStorage::I32(v) => v.into_iter().map(|i| i as usize).collect(),
+        CpuStorage::I64(v) => v.into_iter().take(n).map(|i| i as usize).collect(),
+        CpuStorage::I32(v) => v.into_iter().take(n).map(|i| i as usize).collect(),
         other => return Err(Error::DType { op: "index", dtype: other.dtype() }),
     })
 }
@@ -186,7 +191,7 @@ pub fn index_add(
     let total = ls.numel();
     if out_len > 0 && super::deterministic() {
         // Each output element sums its sources in the CPU's order: no atomics.
-        let (offsets, order) = stable_buckets(&host_indices(&iv)?, size);
+        let (offsets, order) = stable_buckets(&host_indices(&iv, nidx)?, size)?;
         let (op_, or_) = (cu.upload_i64(&offsets)?, cu.upload_i64(&order)?);
         let sl = strided(&ls.coalesced())?;
         let (sp, offp, ordp, ap) = (s.ptr(), op_.ptr(), or_.ptr(), acc.ptr());
@@ -256,8 +261,8 @@ pub fn scatter_add(
     let acc = cu.zeros(DType::F64, out_len)?;
     if out_len > 0 && super::deterministic() {
         // Each output element sums its sources in the CPU's order: no atomics.
-        let keys = scatter_destinations(&ls.shape, dim, &host_indices(&iv)?, shape);
-        let (offsets, order) = stable_buckets(&keys, out_len);
+        let keys = scatter_destinations(&ls.shape, dim, &host_indices(&iv, total)?, shape);
+        let (offsets, order) = stable_buckets(&keys, out_len)?;
         let (op_, or_) = (cu.upload_i64(&offsets)?, cu.upload_i64(&order)?);
         let sl = strided(ls)?;
         let (sp, offp, ordp, ap, ol) = (s.ptr(), op_.ptr(), or_.ptr(), acc.ptr(), out_len as i64);
@@ -287,10 +292,12 @@ mod tests {
 
     #[test]
     fn stable_buckets_group_positions_by_key_in_ascending_order() {
-        let (offsets, order) = stable_buckets(&[2, 0, 2, 1, 0, 2], 4);
+        let (offsets, order) = stable_buckets(&[2, 0, 2, 1, 0, 2], 4).unwrap();
         assert_eq!(offsets, [0, 2, 3, 6, 6]);
         assert_eq!(order, [1, 4, 3, 0, 2, 5]);
-        let (offsets, order) = stable_buckets(&[], 3);
+        let (offsets, order) = stable_buckets(&[], 3).unwrap();
         assert_eq!((offsets, order), (vec![0, 0, 0, 0], vec![]));
+        let err = stable_buckets(&[0, 3], 3).unwrap_err().to_string();
+        assert!(err.contains('3'), "{err}");
     }
 }
