@@ -341,6 +341,7 @@ pub fn run_checks(dev: &CudaDevice) -> Result<Vec<Check>, CudaError> {
     optimizer_checks(dev, &mut out)?;
     determinism_checks(dev, &mut out)?;
     nan_reduction_checks(dev, &mut out)?;
+    softmax_path_checks(dev, &mut out)?;
     Ok(out)
 }
 
@@ -663,6 +664,38 @@ fn nan_reduction_checks(dev: &CudaDevice, out: &mut Vec<Check>) -> Result<(), Cu
                 max_err: bad,
                 tol: 0.0,
                 millis: t.elapsed().as_secs_f64() * 1e3,
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Softmax and log-softmax through the backend's launcher, so each row kernel it picks runs:
+/// rows of 4096 (whole float4s: `softmax_cached_f32v4`), 4095 (`softmax_cached_f32`) and 5000
+/// (`softmax_rows_f32`), against the CPU.
+fn softmax_path_checks(dev: &CudaDevice, out: &mut Vec<Check>) -> Result<(), CudaError> {
+    use crate::backend::Cuda;
+    use scorch_ops::kernels::Kernels;
+    let cu = Cuda { dev: CudaDevice::get(dev.ordinal)? };
+    let e = |x: scorch_ops::Error| CudaError::Driver { what: "softmax check".into(), detail: x.to_string() };
+    for (len, kernel) in [(4096usize, "cached float4"), (4095, "cached"), (5000, "rows")] {
+        let rows = 512;
+        let x = CpuStorage::F32(randn(rows * len, 11).iter().map(|v| 3.0 * v).collect());
+        let l = Layout::contiguous(&[rows, len]);
+        let gx = cu.upload(&x).map_err(e)?;
+        for log in [false, true] {
+            let t = Instant::now();
+            let got = cu.softmax((&gx, &l), 1, log).map_err(e)?.to_cpu().map_err(e)?;
+            let ms = t.elapsed().as_secs_f64() * 1e3;
+            let want = scorch_ops::Cpu.softmax((&x, &l), 1, log).map_err(e)?;
+            out.push(Check {
+                name: format!(
+                    "{} f32 via the launcher ({rows}x{len}, {kernel})",
+                    if log { "log_softmax" } else { "softmax" }
+                ),
+                max_err: max_rel_err(&got.to_f64_vec(&l), &want.to_f64_vec(&l)),
+                tol: 1e-5,
+                millis: ms,
             });
         }
     }
