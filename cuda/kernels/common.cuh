@@ -162,7 +162,8 @@ __device__ double scorch_trigamma_pos(double x) {
 }
 
 __device__ double scorch_trigamma(double x) {
-    if (isnan(x) || x == -SCORCH_INF) return SCORCH_NAN;
+    if (isnan(x)) return SCORCH_NAN;
+    // Non-positive integers (and -inf) are double poles: +inf, as the CPU (scipy's polygamma).
     if (x <= 0.0 && x == floor(x)) return SCORCH_INF;
     if (x < 0.0) {
         // psi1(1-x) + psi1(x) = pi^2 / sin^2(pi x)

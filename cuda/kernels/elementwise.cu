@@ -21,8 +21,16 @@ __device__ __forceinline__ C unary_apply(int op, C x, C p0, C p1, C p2) {
         case 12: return tanh(x);
         case 13: return x >= (C)0 ? (C)1 / ((C)1 + exp(-x)) : exp(x) / ((C)1 + exp(x));
         case 14: return x / ((C)1 + exp(-x));
-        case 15: return (C)0.5 * x * erfc(-x * (C)0.70710678118654752440);
-        case 16: { C k = (C)0.79788456080286535588; return (C)0.5 * x * ((C)1 + tanh(k * (x + (C)0.044715 * x * x * x))); }
+        case 15: {  // x·Φ(x), 0 where Φ underflows to 0 (also at -inf, where x·0 would be NaN), as the CPU
+            C cdf = (C)0.5 * erfc(-x * (C)0.70710678118654752440);
+            return cdf == (C)0 ? (C)0 : x * cdf;
+        }
+        case 16: {  // x·σ(2u) with 0.5·(1 + tanh u) = σ(2u) (no cancellation), 0 where σ is 0, as the CPU
+            C k = (C)0.79788456080286535588;
+            C e = exp((C)2 * (k * (x + (C)0.044715 * x * x * x)));
+            C s = (C)1 / ((C)1 + (C)1 / e);
+            return s == (C)0 ? (C)0 : x * s;
+        }
         case 17: return fmax(x, (C)0) + log1p(exp(-fabs(x)));
         case 18: return fmax(x, (C)0);
         case 19: return x > (C)0 ? (C)1 : (C)0;

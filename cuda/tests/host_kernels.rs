@@ -832,6 +832,10 @@ fn host_elementwise_kernels_match_the_cpu_for_every_op_code() {
             for (shape, perm) in [(vec![7usize, 9usize], true), (vec![64], false)] {
                 let m: usize = shape.iter().product();
                 let mut vals: Vec<f64> = (0..m).map(|_| dom(2.0 * r() - 1.0)).collect();
+                // Special values for every op: NaN, ±inf, ±0 and a value below f32's normal range.
+                for (i, v) in [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 0.0, -0.0, 1e-39].into_iter().enumerate() {
+                    vals[10 + i] = v;
+                }
                 if op == NanToNum(0.0, 9.0, -9.0) {
                     vals[1] = f64::NAN;
                     vals[2] = f64::INFINITY;
@@ -879,8 +883,16 @@ fn host_elementwise_kernels_match_the_cpu_for_every_op_code() {
                         })
                         .collect()
                 };
-                let a = CpuStorage::from_f64_iter(dt, gen(sa.iter().product(), &mut r).into_iter());
-                let b = CpuStorage::from_f64_iter(dt, gen(sb.iter().product(), &mut r).into_iter());
+                // Special values in both operands, paired with each other and with ordinary ones.
+                let specials = [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, 0.0, -0.0];
+                let (mut va, mut vb) = (gen(sa.iter().product(), &mut r), gen(sb.iter().product(), &mut r));
+                let nb = vb.len();
+                for (i, v) in specials.into_iter().enumerate() {
+                    va[i] = v;
+                    vb[(2 * i + 1) % nb] = v;
+                }
+                let a = CpuStorage::from_f64_iter(dt, va.into_iter());
+                let b = CpuStorage::from_f64_iter(dt, vb.into_iter());
                 let la0 = Layout::contiguous(&sa);
                 let lb0 =
                     if perm { Layout::contiguous(&sb).permute(&[1, 0]).unwrap() } else { Layout::contiguous(&sb) };
