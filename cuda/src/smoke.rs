@@ -3,6 +3,7 @@
 //! poisoned with NaN before the launch, and the largest error is compared with a tolerance
 //! by dtype. `scorch cuda-check` prints the table; the device-check script runs it.
 
+use crate::backend::Cuda;
 use crate::device::{drv, CudaDevice, CudaError, Strided};
 use cudarc::driver::{CudaSlice, PushKernelArg};
 use scorch_ops::cpu::elementwise::{binary, unary, BinaryOp, UnaryOp};
@@ -251,10 +252,8 @@ pub fn run_checks(dev: &CudaDevice) -> Result<Vec<Check>, CudaError> {
     // Beta KL (f32: the cancellation-free f32 path plus its double fallback pass), on
     // ordinary parameters and in the KLUB regime (η = 1e4: parameters ~1e4, KLs ~1e-8..1e-2).
     {
-        use crate::backend::Cuda;
         use scorch_ops::kernels::Kernels;
-        let cu = Cuda { dev: CudaDevice::get(dev.ordinal)? };
-        let e = |x: scorch_ops::Error| CudaError::Driver { what: "beta KL check".into(), detail: x.to_string() };
+        let (cu, e) = through_backend(dev, "beta KL check")?;
         let n = 1 << 16;
         let mk = |s| -> Vec<f32> { randn(n, s).iter().map(|v| 0.5 + 10.0 * v.abs()).collect() };
         let general = [mk(8), mk(9), mk(10), mk(11)];
@@ -349,10 +348,8 @@ pub fn run_checks(dev: &CudaDevice) -> Result<Vec<Check>, CudaError> {
 /// the buffers, against the CPU updates (same f32 arithmetic order, so agreement to rounding).
 fn optimizer_checks(dev: &CudaDevice, out: &mut Vec<Check>) -> Result<(), CudaError> {
     use crate::backend::optim as gpu;
-    use crate::backend::Cuda;
     use scorch_ops::cpu::optim::{self as host, AdamParams, SgdParams};
-    let cu = Cuda { dev: CudaDevice::get(dev.ordinal)? };
-    let e = |x: scorch_ops::Error| CudaError::Driver { what: "optimizer check".into(), detail: x.to_string() };
+    let (cu, e) = through_backend(dev, "optimizer check")?;
     let n = 100_003;
     let r = 7..n - 5;
     let f32s = |v: Vec<f32>| CpuStorage::F32(v);
@@ -452,11 +449,9 @@ fn optimizer_checks(dev: &CudaDevice, out: &mut Vec<Check>) -> Result<(), CudaEr
 /// lengths that are not multiples of the tile, through the backend's `Kernels` API against
 /// the CPU kernels (the registry's small random samples take the general path instead).
 fn attention_checks(dev: &CudaDevice, out: &mut Vec<Check>) -> Result<(), CudaError> {
-    use crate::backend::Cuda;
     use scorch_ops::kernels::Kernels;
     use scorch_ops::Cpu;
-    let cu = Cuda { dev: CudaDevice::get(dev.ordinal)? };
-    let e = |x: scorch_ops::Error| CudaError::Driver { what: "attention check".into(), detail: x.to_string() };
+    let (cu, e) = through_backend(dev, "attention check")?;
     for (dt, d, sq, sk, causal) in [
         (DType::BF16, 64, 100, 100, false),
         (DType::BF16, 64, 130, 130, true),
@@ -521,6 +516,16 @@ fn attention_checks(dev: &CudaDevice, out: &mut Vec<Check>) -> Result<(), CudaEr
     Ok(())
 }
 
+/// The CUDA backend on `dev`, for checks that go through its launchers, with the mapping of
+/// op errors to this check's error (`what` names the check).
+fn through_backend(
+    dev: &CudaDevice,
+    what: &'static str,
+) -> Result<(Cuda, impl Fn(scorch_ops::Error) -> CudaError + Copy), CudaError> {
+    let cu = Cuda { dev: CudaDevice::get(dev.ordinal)? };
+    Ok((cu, move |x: scorch_ops::Error| CudaError::Driver { what: what.into(), detail: x.to_string() }))
+}
+
 fn op_err(e: scorch_ops::Error) -> CudaError {
     CudaError::Driver { what: "cpu reference".into(), detail: e.to_string() }
 }
@@ -530,10 +535,9 @@ fn op_err(e: scorch_ops::Error) -> CudaError {
 /// flash dQ otherwise atomic) run twice each with `set_deterministic(true)` and must agree
 /// bit for bit (max_err = number of differing elements). Restores the mode it found.
 fn determinism_checks(dev: &CudaDevice, out: &mut Vec<Check>) -> Result<(), CudaError> {
-    use crate::backend::{deterministic, set_deterministic, Cuda};
+    use crate::backend::{deterministic, set_deterministic};
     use scorch_ops::kernels::Kernels;
-    let cu = Cuda { dev: CudaDevice::get(dev.ordinal)? };
-    let e = |x: scorch_ops::Error| CudaError::Driver { what: "determinism check".into(), detail: x.to_string() };
+    let (cu, e) = through_backend(dev, "determinism check")?;
     let was = deterministic();
     set_deterministic(true);
     let bits = |s: &crate::backend::CudaStorage| -> Result<Vec<u8>, CudaError> {
@@ -628,11 +632,9 @@ fn determinism_checks(dev: &CudaDevice, out: &mut Vec<Check>) -> Result<(), Cuda
 /// column sweeps): a NaN anywhere gives NaN, as on the CPU. `max_err` counts positions where
 /// the GPU's NaN-ness or value differs from the CPU's.
 fn nan_reduction_checks(dev: &CudaDevice, out: &mut Vec<Check>) -> Result<(), CudaError> {
-    use crate::backend::Cuda;
     use scorch_ops::cpu::reduce::ReduceOp;
     use scorch_ops::kernels::Kernels;
-    let cu = Cuda { dev: CudaDevice::get(dev.ordinal)? };
-    let e = |x: scorch_ops::Error| CudaError::Driver { what: "NaN reduction check".into(), detail: x.to_string() };
+    let (cu, e) = through_backend(dev, "NaN reduction check")?;
     // [4, 65536]: few long rows (the chunked float4 path); [4096, 64]: one block per row and
     // the column sweep.
     for (rows, len) in [(4usize, 65_536usize), (4096, 64)] {
@@ -674,10 +676,8 @@ fn nan_reduction_checks(dev: &CudaDevice, out: &mut Vec<Check>) -> Result<(), Cu
 /// rows of 4096 (whole float4s: `softmax_cached_f32v4`), 4095 (`softmax_cached_f32`) and 5000
 /// (`softmax_rows_f32`), against the CPU.
 fn softmax_path_checks(dev: &CudaDevice, out: &mut Vec<Check>) -> Result<(), CudaError> {
-    use crate::backend::Cuda;
     use scorch_ops::kernels::Kernels;
-    let cu = Cuda { dev: CudaDevice::get(dev.ordinal)? };
-    let e = |x: scorch_ops::Error| CudaError::Driver { what: "softmax check".into(), detail: x.to_string() };
+    let (cu, e) = through_backend(dev, "softmax check")?;
     for (len, kernel) in [(4096usize, "cached float4"), (4095, "cached"), (5000, "rows")] {
         let rows = 512;
         let x = CpuStorage::F32(randn(rows * len, 11).iter().map(|v| 3.0 * v).collect());

@@ -125,6 +125,17 @@ fn bytes_f64(v: &[f64]) -> Vec<u8> {
 fn read_f64(b: &[u8]) -> Vec<f64> {
     b.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap())).collect()
 }
+fn read_f32(b: &[u8]) -> Vec<f32> {
+    b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
+}
+/// f32 values widened to f64.
+fn read_f32_wide(b: &[u8]) -> Vec<f64> {
+    read_f32(b).into_iter().map(f64::from).collect()
+}
+/// A CPU storage's values in order, as f64.
+fn values(s: &scorch_ops::CpuStorage) -> Vec<f64> {
+    s.to_f64_vec(&scorch_ops::Layout::contiguous(&[s.len()]))
+}
 
 /// Beta parameter quadruples (a1, b1, a2, b2): the benchmark's uniform [0.5, 20.5], the
 /// KLUB regime (η = 1e4, nearby x), log-uniform over [1e-6, 1e8] (beyond the f32 path's
@@ -165,7 +176,7 @@ fn host_beta_kl_f32_matches_its_rust_mirror_bit_for_bit_and_defers_the_same_elem
     }
     let out = run(exe, "kl32", &input);
     let count = u64::from_le_bytes(out[..8].try_into().unwrap()) as usize;
-    let y: Vec<f32> = out[8..].chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+    let y: Vec<f32> = read_f32(&out[8..]);
     assert_eq!(y.len(), n);
     let mut deferred = 0;
     for (i, q) in c.iter().enumerate() {
@@ -273,8 +284,7 @@ fn host_philox_kernels_give_the_cpu_stream() {
             let mut input = u64s(&[n as u64, seed, offset, dist]);
             input.extend(bytes_f64(&[a, b]));
             let out = run(exe, "rand", &input);
-            let y32: Vec<f32> =
-                out[..4 * n].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+            let y32: Vec<f32> = read_f32(&out[..4 * n]);
             let y64 = read_f64(&out[4 * n..]);
             let (CpuStorage::F32(c32), CpuStorage::F64(c64)) = (
                 scorch_ops::cpu::random(scorch_ops::DType::F32, n, seed, offset, rd).unwrap(),
@@ -382,10 +392,7 @@ fn host_softmax_kernels_match_the_cpu_softmax() {
                 }
                 let mut input = u64s(&[rows as u64, len as u64, log_out, cached, grid]);
                 input.extend(bytes_f32(&x));
-                let y: Vec<f32> = run(exe, "softmax", &input)
-                    .chunks_exact(4)
-                    .map(|c| f32::from_le_bytes(c.try_into().unwrap()))
-                    .collect();
+                let y: Vec<f32> = read_f32(&run(exe, "softmax", &input));
                 for i in 0..rows * len {
                     let tol = 2e-6 * want[i].abs().max(if log_out == 1 { 1.0 } else { 1e-3 });
                     if want[i].is_nan() && y[i].is_nan() {
@@ -424,8 +431,7 @@ fn host_flash_attention_f32_matches_the_cpu_attention() {
         for t in [&q, &k, &v] {
             input.extend(bytes_f32(t));
         }
-        let out: Vec<f32> =
-            run(exe, "attn", &input).chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+        let out: Vec<f32> = read_f32(&run(exe, "attn", &input));
         let (o, lse) = out.split_at(bh * sq * d);
         let (qs, ks, vs) = (CpuStorage::F32(q), CpuStorage::F32(k), CpuStorage::F32(v));
         let (lq, lk) = (Layout::contiguous(&[1, bh, sq, d]), Layout::contiguous(&[1, bh, sk, d]));
@@ -477,9 +483,7 @@ fn host_fused_sid_losses_match_the_cpu_backend() {
         }
         let out = run(exe, "sid", &input);
         let f64s = |at: usize, k: usize| read_f64(&out[at..at + 8 * k]);
-        let f32s = |at: usize, k: usize| -> Vec<f64> {
-            out[at..at + 4 * k].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect()
-        };
+        let f32s = |at: usize, k: usize| -> Vec<f64> { read_f32_wide(&out[at..at + 4 * k]) };
         let (loss, w) = (f64s(0, b), f64s(8 * b, b));
         let at = 16 * b;
         let (dr, df, dx) = (f32s(at, n), f32s(at + 4 * n, n), f32s(at + 8 * n, n));
@@ -565,10 +569,7 @@ fn host_norm_kernels_match_the_cpu_norms() {
             input.extend(bytes_f32(&w));
             input.extend(bytes_f32(&b));
         }
-        let out: Vec<f64> = run(exe, "norm", &input)
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64)
-            .collect();
+        let out = read_f32_wide(&run(exe, "norm", &input));
         let mut at = 0;
         let mut next = |k: usize| {
             at += k;
@@ -639,9 +640,7 @@ fn host_optimizer_kernels_match_the_cpu_bit_for_bit() {
             input.extend(bytes_f32(t));
         }
         let out = run(exe, "optim", &input);
-        let f = |k: usize| -> Vec<f32> {
-            out[4 * n * k..4 * n * (k + 1)].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect()
-        };
+        let f = |k: usize| -> Vec<f32> { read_f32(&out[4 * n * k..4 * n * (k + 1)]) };
         let total = read_f64(&out[24 * n..])[0];
         let (mut cp, mut cm, mut cv) = (p.clone(), m.clone(), v.clone());
         adam_update(&mut cp, &g, &mut cm, &mut cv, step, &hp).unwrap();
@@ -698,8 +697,7 @@ fn host_im2col_and_col2im_give_the_cpu_convolution() {
         input.extend(u64s(&fields.map(|v| v as u64)));
         input.extend(bytes_f32(&x));
         input.extend(bytes_f32(&dcols));
-        let out: Vec<f32> =
-            run(exe, "conv", &input).chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+        let out: Vec<f32> = read_f32(&run(exe, "conv", &input));
         let cs = n * rows * pix;
         let (c1, c2, c3) = (&out[..cs], &out[cs..2 * cs], &out[2 * cs..3 * cs]);
         let (d1, d2) = (&out[3 * cs..3 * cs + x.len()], &out[3 * cs + x.len()..]);
@@ -758,11 +756,7 @@ fn strided_bytes(l: &scorch_ops::Layout) -> Vec<u8> {
 /// last place; NaN where the CPU has NaN.
 fn assert_close_bytes(what: &str, dt: scorch_ops::DType, got: &[u8], want: &[u8]) {
     use scorch_ops::DType;
-    let vals = |b: &[u8]| -> Vec<f64> {
-        let s = scorch_ops::CpuStorage::from_bytes(dt, b).unwrap();
-        s.to_f64_vec(&scorch_ops::Layout::contiguous(&[s.len()]))
-    };
-    let (g, w) = (vals(got), vals(want));
+    let (g, w) = (typed_values(dt, got), typed_values(dt, want));
     assert_eq!(g.len(), w.len(), "{what}: lengths");
     let (rel, abs) = match dt {
         DType::F64 => (1e-11, 1e-13),
@@ -951,10 +945,9 @@ fn host_elementwise_kernels_match_the_cpu_for_every_op_code() {
     }
 }
 
-/// 16-bit (bf16 or f16) values as f64, from raw patterns.
-fn halves(dt: scorch_ops::DType, b: &[u8]) -> Vec<f64> {
-    let s = scorch_ops::CpuStorage::from_bytes(dt, b).unwrap();
-    s.to_f64_vec(&scorch_ops::Layout::contiguous(&[s.len()]))
+/// Raw little-endian values of dtype `dt` as f64.
+fn typed_values(dt: scorch_ops::DType, b: &[u8]) -> Vec<f64> {
+    values(&scorch_ops::CpuStorage::from_bytes(dt, b).unwrap())
 }
 
 /// `got` within `rel` of each value plus `rel_max` of the largest, for 16-bit outputs.
@@ -1027,28 +1020,26 @@ fn host_tensor_core_convolution_matches_the_cpu() {
         }
         let out = run(exe, "conv_tc", &input);
         let (ny, nx) = (2 * n * cout * ho * wo, 2 * n * cin * h * w);
-        let (y, dx) = (halves(dt, &out[..ny]), halves(dt, &out[ny..ny + nx]));
-        let dw: Vec<f64> =
-            out[ny + nx..].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect();
+        let (y, dx) = (typed_values(dt, &out[..ny]), typed_values(dt, &out[ny..ny + nx]));
+        let dw: Vec<f64> = read_f32_wide(&out[ny + nx..]);
         let (lx, lw, lg) = (
             Layout::contiguous(&[n, cin, h, w]),
             Layout::contiguous(&[cout, cin, k[0], k[1]]),
             Layout::contiguous(&[n, cout, ho, wo]),
         );
-        let f = |s: CpuStorage| s.to_f64_vec(&Layout::contiguous(&[s.len()]));
         let what = format!(
             "{dt:?} n {n} cin {cin} cout {cout} {h}×{w} k {k:?} stride {stride:?} pad {padding:?} dil {dilation:?}"
         );
         // One 16-bit rounding on each side, of sums that differ only in order.
-        assert_near(&format!("{what} y"), &y, &f(conv2d(&x, &lx, &wt, &lw, p).unwrap().0), 8e-3, 1e-3);
+        assert_near(&format!("{what} y"), &y, &values(&conv2d(&x, &lx, &wt, &lw, p).unwrap().0), 8e-3, 1e-3);
         assert_near(
             &format!("{what} dx"),
             &dx,
-            &f(conv2d_bwd_data(&gy, &lg, &wt, &lw, [cin, h, w], p).unwrap().0),
+            &values(&conv2d_bwd_data(&gy, &lg, &wt, &lw, [cin, h, w], p).unwrap().0),
             8e-3,
             1e-3,
         );
-        let want_dw = f(conv2d_bwd_weight(&x, &lx, &gy, &lg, [cout, cin, k[0], k[1]], p).unwrap().0);
+        let want_dw = values(&conv2d_bwd_weight(&x, &lx, &gy, &lg, [cout, cin, k[0], k[1]], p).unwrap().0);
         assert_near(&format!("{what} dw"), &dw, &want_dw, 8e-3, 1e-3);
     }
 }
@@ -1081,13 +1072,10 @@ fn host_tensor_core_flash_attention_matches_the_cpu() {
             at += bytes;
             &out[at - bytes..at]
         };
-        let o = halves(dt, take(2 * nq));
-        let f32s = |b: &[u8]| -> Vec<f64> {
-            b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect()
-        };
-        let lse = f32s(take(4 * bh * sq));
-        let dq = f32s(take(4 * nq));
-        let (dk, dv) = (halves(dt, take(2 * nk)), halves(dt, take(2 * nk)));
+        let o = typed_values(dt, take(2 * nq));
+        let lse = read_f32_wide(take(4 * bh * sq));
+        let dq = read_f32_wide(take(4 * nq));
+        let (dk, dv) = (typed_values(dt, take(2 * nk)), typed_values(dt, take(2 * nk)));
 
         let (lq, lk) = (Layout::contiguous(&[1, bh, sq, d]), Layout::contiguous(&[1, bh, sk, d]));
         let (co, cl, _) = attention_fwd((&q, &lq), (&k, &lk), (&v, &lk), None, Some(scale), causal).unwrap();
@@ -1103,15 +1091,14 @@ fn host_tensor_core_flash_attention_matches_the_cpu() {
             causal,
         )
         .unwrap();
-        let f = |s: &CpuStorage| s.to_f64_vec(&Layout::contiguous(&[s.len()]));
         let what = format!("{dt:?} bh {bh} sq {sq} sk {sk} d {d} causal {causal}");
         // P is rounded to the 16-bit type before P·V and dS before the products, as in
         // FlashAttention; the CPU keeps them in f32.
-        assert_near(&format!("{what} o"), &o, &f(&co), 1e-2, 1e-2);
-        assert_near(&format!("{what} lse"), &lse, &f(&cl), 1e-4, 1e-4);
-        assert_near(&format!("{what} dq"), &dq, &f(&cdq), 2e-2, 2e-2);
-        assert_near(&format!("{what} dk"), &dk, &f(&cdk), 2e-2, 2e-2);
-        assert_near(&format!("{what} dv"), &dv, &f(&cdv), 2e-2, 2e-2);
+        assert_near(&format!("{what} o"), &o, &values(&co), 1e-2, 1e-2);
+        assert_near(&format!("{what} lse"), &lse, &values(&cl), 1e-4, 1e-4);
+        assert_near(&format!("{what} dq"), &dq, &values(&cdq), 2e-2, 2e-2);
+        assert_near(&format!("{what} dk"), &dk, &values(&cdk), 2e-2, 2e-2);
+        assert_near(&format!("{what} dv"), &dv, &values(&cdv), 2e-2, 2e-2);
     }
 }
 
@@ -1144,17 +1131,17 @@ fn host_index_kernels_match_the_cpu() {
     input.extend(idx.iter().flat_map(|v| v.to_le_bytes()));
     input.extend(view_bytes(&ls.coalesced(), &src));
     let out = run(exe, "index", &input);
-    let f32s = |b: &[u8]| -> Vec<f64> {
-        b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect()
-    };
     let (ny, na) = (4 * outer * n * inner, 4 * outer * size * inner);
-    let f = |s: CpuStorage| s.to_f64_vec(&Layout::contiguous(&[s.len()]));
     let (xs, ss) = (CpuStorage::F32(x.clone()), CpuStorage::F32(src.clone()));
-    assert_eq!(f32s(&out[..ny]), f(Cpu.index_select((&xs, &lx), 1, (&is, &li)).unwrap()), "index_select");
+    assert_eq!(
+        read_f32_wide(&out[..ny]),
+        values(&Cpu.index_select((&xs, &lx), 1, (&is, &li)).unwrap()),
+        "index_select"
+    );
     assert_near(
         "index_add",
-        &f32s(&out[ny..ny + na]),
-        &f(Cpu.index_add((&ss, &ls), 1, (&is, &li), size).unwrap()),
+        &read_f32_wide(&out[ny..ny + na]),
+        &values(&Cpu.index_add((&ss, &ls), 1, (&is, &li), size).unwrap()),
         1e-6,
         1e-7,
     );
@@ -1184,12 +1171,12 @@ fn host_index_kernels_match_the_cpu() {
     let is = CpuStorage::I64(idx);
     let li = Layout::contiguous(&ishape);
     let xs = CpuStorage::F32(x);
-    assert_eq!(f32s(&out[..4 * m]), f(Cpu.gather((&xs, &lx), dim, (&is, &li)).unwrap()), "gather");
+    assert_eq!(read_f32_wide(&out[..4 * m]), values(&Cpu.gather((&xs, &lx), dim, (&is, &li)).unwrap()), "gather");
     let acc = read_f64(&out[4 * m..4 * m + 8 * 72]);
     let ss = CpuStorage::F32(src);
     let want = Cpu.scatter_add((&ss, &lsrc), dim, (&is, &li), &shape).unwrap();
     // The CPU rounds its f64 sums to the source dtype (f32 here).
-    assert_near("scatter_add", &acc, &f(want), 1e-7, 1e-12);
+    assert_near("scatter_add", &acc, &values(&want), 1e-7, 1e-12);
     // The f64 sums rounded to each dtype as the CPU rounds f64.
     let rest = &out[4 * m + 8 * 72..];
     for (dt, bytes) in
@@ -1213,10 +1200,6 @@ fn host_reduction_kernels_match_the_cpu_nan_included() {
     x[2 * len + 7] = f32::NAN;
     let xs = CpuStorage::F32(x.clone());
     let l = Layout::contiguous(&[rows, len]);
-    let f = |s: CpuStorage| s.to_f64_vec(&Layout::contiguous(&[s.len()]));
-    let f32s = |b: &[u8]| -> Vec<f64> {
-        b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()) as f64).collect()
-    };
     let same = |what: &str, got: &[f64], want: &[f64], tol: f64| {
         for i in 0..want.len() {
             let ok = (got[i].is_nan() && want[i].is_nan()) || (got[i] - want[i]).abs() <= tol * (1.0 + want[i].abs());
@@ -1224,12 +1207,12 @@ fn host_reduction_kernels_match_the_cpu_nan_included() {
         }
     };
     for (code, op) in [(0u64, ReduceOp::Sum), (1, ReduceOp::Max), (2, ReduceOp::Min)] {
-        let rows_want = f(Cpu.reduce(op, (&xs, &l), &[1]).unwrap());
-        let cols_want = f(Cpu.reduce(op, (&xs, &l), &[0]).unwrap());
+        let rows_want = values(&Cpu.reduce(op, (&xs, &l), &[1]).unwrap());
+        let cols_want = values(&Cpu.reduce(op, (&xs, &l), &[0]).unwrap());
         for kind in [0u64, 1, 2, 3, 4] {
             let mut input = u64s(&[rows as u64, len as u64, code, kind, 4]);
             input.extend(bytes_f32(&x));
-            let got = f32s(&run(exe, "reduce", &input));
+            let got = read_f32_wide(&run(exe, "reduce", &input));
             let want = if kind <= 2 { &rows_want } else { &cols_want };
             same(&format!("{op:?} kind {kind}"), &got, want, 1e-5);
         }
@@ -1244,7 +1227,7 @@ fn host_reduction_kernels_match_the_cpu_nan_included() {
     }
     let mut input = u64s(&[rows as u64, len as u64, 0, 6, 1]);
     input.extend(bytes_f32(&x));
-    same("cumsum", &f32s(&run(exe, "reduce", &input)), &f(Cpu.cumsum((&xs, &l), 1).unwrap()), 1e-6);
+    same("cumsum", &read_f32_wide(&run(exe, "reduce", &input)), &values(&Cpu.cumsum((&xs, &l), 1).unwrap()), 1e-6);
 }
 
 #[test]
@@ -1351,9 +1334,7 @@ fn host_attention_row_kernels_with_cpu_products_match_the_cpu_attention() {
             h.extend(bytes_f32(&s));
             h
         };
-        let f32s =
-            |b: &[u8]| -> Vec<f32> { b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect() };
-        let out = f32s(&run(exe, "attn_rows", &head(0)));
+        let out = read_f32(&run(exe, "attn_rows", &head(0)));
         let (p, lse) = out.split_at(bh * sq * sk);
         let o = bmm(bh, (sq, dv, sk), |z, i, t| p[(z * sq + i) * sk + t], |z, t, j| v[(z * sk + t) * dv + j]);
         let dp = bmm(bh, (sq, sk, dv), |z, i, t| go[(z * sq + i) * dv + t], |z, t, j| v[(z * sk + j) * dv + t]);
@@ -1361,7 +1342,7 @@ fn host_attention_row_kernels_with_cpu_products_match_the_cpu_attention() {
         for t in [lse, &o, &go, &dp] {
             input.extend(bytes_f32(t));
         }
-        let out = f32s(&run(exe, "attn_rows", &input));
+        let out = read_f32(&run(exe, "attn_rows", &input));
         let (p2, ds) = out.split_at(bh * sq * sk);
         let w = |v: &[f32]| v.iter().map(|&x| x as f64).collect::<Vec<_>>();
         // exp(x − lse) against exp(x − max) / sum: the same P to a few ulps.
@@ -1392,9 +1373,8 @@ fn host_attention_row_kernels_with_cpu_products_match_the_cpu_attention() {
             causal,
         )
         .unwrap();
-        let f = |s: &CpuStorage| s.to_f64_vec(&Layout::contiguous(&[s.len()]));
         let what = format!("mask {has_mask} causal {causal}");
-        let (wl, gl) = (f(&cl), w(lse));
+        let (wl, gl) = (values(&cl), w(lse));
         for i in 0..wl.len() {
             assert!(
                 wl[i] == gl[i] || (wl[i] - gl[i]).abs() <= 1e-5 * (1.0 + wl[i].abs()),
@@ -1403,10 +1383,10 @@ fn host_attention_row_kernels_with_cpu_products_match_the_cpu_attention() {
                 wl[i]
             );
         }
-        assert_near(&format!("{what} o"), &w(&o), &f(&co), 1e-5, 1e-6);
-        assert_near(&format!("{what} dq"), &w(&dq), &f(&cdq), 1e-5, 1e-6);
-        assert_near(&format!("{what} dk"), &w(&dk), &f(&cdk), 1e-5, 1e-6);
-        assert_near(&format!("{what} dv"), &w(&dvv), &f(&cdv), 1e-5, 1e-6);
+        assert_near(&format!("{what} o"), &w(&o), &values(&co), 1e-5, 1e-6);
+        assert_near(&format!("{what} dq"), &w(&dq), &values(&cdq), 1e-5, 1e-6);
+        assert_near(&format!("{what} dk"), &w(&dk), &values(&cdk), 1e-5, 1e-6);
+        assert_near(&format!("{what} dv"), &w(&dvv), &values(&cdv), 1e-5, 1e-6);
     }
 }
 

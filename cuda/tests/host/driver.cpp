@@ -117,6 +117,23 @@ template <typename T> static std::vector<T> take(FILE* f, size_t n) {
 template <typename T> static void put(FILE* f, const std::vector<T>& v) {
     if (!v.empty() && fwrite(v.data(), sizeof(T), v.size(), f) != v.size()) { fprintf(stderr, "short write\n"); exit(2); }
 }
+// A Strided as scorch_cuda::device::Strided writes it (144 bytes, the same #[repr(C)] layout).
+static Strided take_strided(FILE* f) {
+    auto raw = take<unsigned char>(f, sizeof(Strided));
+    Strided l;
+    memcpy(&l, raw.data(), sizeof(Strided));
+    return l;
+}
+// A view: its Strided, then its buffer's length in elements and the buffer (`width` bytes an
+// element, raw).
+static std::vector<unsigned char> take_view_bytes(FILE* f, Strided& l, size_t width) {
+    l = take_strided(f);
+    return take<unsigned char>(f, take<unsigned long long>(f, 1)[0] * width);
+}
+static std::vector<float> take_view_f32(FILE* f, Strided& l) {
+    l = take_strided(f);
+    return take<float>(f, take<unsigned long long>(f, 1)[0]);
+}
 
 int main(int argc, char** argv) {
     if (argc != 4) { fprintf(stderr, "usage: driver kl32|kl64|klub64|rand|randint|patch IN OUT\n"); return 2; }
@@ -255,16 +272,10 @@ int main(int argc, char** argv) {
         auto h = take<unsigned long long>(in, 2);
         int code = (int)h[0], dt = (int)h[1];
         size_t width = dt == 1 ? 8 : (dt == 0 ? 4 : 2);
-        auto operand = [&](Strided& l) {
-            auto raw = take<unsigned char>(in, sizeof(Strided));
-            memcpy(&l, raw.data(), sizeof(Strided));
-            size_t len = take<unsigned long long>(in, 1)[0];
-            return take<unsigned char>(in, len * width);
-        };
         if (!strcmp(mode, "unary")) {
             auto p = take<double>(in, 3);
             Strided lx;
-            auto x = operand(lx);
+            auto x = take_view_bytes(in, lx, width);
             std::vector<unsigned char> y(n * width), y4(y.size());
             const void* xp = x.data();
             void* yp = y.data();
@@ -282,8 +293,8 @@ int main(int argc, char** argv) {
         } else {
             int cmp = (int)take<unsigned long long>(in, 1)[0];
             Strided la, lb;
-            auto a = operand(la);
-            auto b = operand(lb);
+            auto a = take_view_bytes(in, la, width);
+            auto b = take_view_bytes(in, lb, width);
             std::vector<unsigned char> y(n * (cmp ? 1 : width)), y4(y.size());
             const void *ap = a.data(), *bp = b.data();
             void* yp = y.data();
@@ -309,10 +320,7 @@ int main(int argc, char** argv) {
         auto h = take<unsigned long long>(in, 2);
         int src = (int)h[0], dst = (int)h[1];
         Strided lx;
-        auto raw = take<unsigned char>(in, sizeof(Strided));
-        memcpy(&lx, raw.data(), sizeof(Strided));
-        size_t len = take<unsigned long long>(in, 1)[0];
-        auto x = take<unsigned char>(in, len);
+        auto x = take_view_bytes(in, lx, 1);
         static const int width[8] = {4, 8, 2, 2, 8, 4, 1, 1};
         std::vector<unsigned char> y(n * width[dst]);
         serial([&] { cast_any(x.data(), lx, src, y.data(), dst, (i64)n); });
@@ -380,18 +388,13 @@ int main(int argc, char** argv) {
         });
         put(out, o); put(out, lse); put(out, dq); put(out, dk); put(out, dv);
     } else if (!strcmp(mode, "index") || !strcmp(mode, "gather")) {
-        auto view = [&](Strided& l) {
-            auto raw = take<unsigned char>(in, sizeof(Strided));
-            memcpy(&l, raw.data(), sizeof(Strided));
-            return take<float>(in, take<unsigned long long>(in, 1)[0]);
-        };
         if (!strcmp(mode, "index")) {
             auto h = take<unsigned long long>(in, 3);
             i64 outer = (i64)n, size = (i64)h[0], inner = (i64)h[1], m = (i64)h[2];
             Strided lx, ls;
-            auto x = view(lx);
+            auto x = take_view_f32(in, lx);
             auto idx = take<long long>(in, m);
-            auto src = view(ls);
+            auto src = take_view_f32(in, ls);
             std::vector<float> y(outer * m * inner), acc(outer * size * inner, 0.0f);
             std::vector<unsigned long long> bad(1, ~0ull >> 1);
             serial([&] { index_select_4_i64((const unsigned*)x.data(), lx, idx.data(), (unsigned*)y.data(), outer * m * inner, m, size, inner); });
@@ -401,15 +404,13 @@ int main(int argc, char** argv) {
         } else {
             int dim = (int)n;
             Strided lx, li, ls, lo;
-            auto x = view(lx);
-            auto raw = take<unsigned char>(in, sizeof(Strided));
-            memcpy(&li, raw.data(), sizeof(Strided));
+            auto x = take_view_f32(in, lx);
+            li = take_strided(in);
             i64 m = 1;
             for (int d = 0; d < li.rank; ++d) m *= li.shape[d];
             auto idx = take<long long>(in, m);
-            auto src = view(ls);
-            raw = take<unsigned char>(in, sizeof(Strided));
-            memcpy(&lo, raw.data(), sizeof(Strided));
+            auto src = take_view_f32(in, ls);
+            lo = take_strided(in);
             size_t olen = take<unsigned long long>(in, 1)[0];
             std::vector<float> y(m), a32(olen);
             std::vector<double> acc(olen, 0.0);
@@ -497,16 +498,11 @@ int main(int argc, char** argv) {
             put(out, s); put(out, dp);
         }
     } else if (!strcmp(mode, "index_det") || !strcmp(mode, "scatter_det")) {
-        auto view = [&](Strided& l) {
-            auto raw = take<unsigned char>(in, sizeof(Strided));
-            memcpy(&l, raw.data(), sizeof(Strided));
-            return take<float>(in, take<unsigned long long>(in, 1)[0]);
-        };
         if (!strcmp(mode, "index_det")) {
             auto h = take<unsigned long long>(in, 3);
             i64 outer = (i64)n, size = (i64)h[0], inner = (i64)h[1], m = (i64)h[2];
             Strided ls;
-            auto src = view(ls);
+            auto src = take_view_f32(in, ls);
             auto offsets = take<long long>(in, size + 1), order = take<long long>(in, m);
             std::vector<float> out_(outer * size * inner, NAN);
             host_launch({3, 1, 1}, {64, 1, 1}, [&] {
@@ -515,7 +511,7 @@ int main(int argc, char** argv) {
             put(out, out_);
         } else {
             Strided ls;
-            auto src = view(ls);
+            auto src = take_view_f32(in, ls);
             i64 total = 1;
             for (int d = 0; d < ls.rank; ++d) total *= ls.shape[d];
             auto offsets = take<long long>(in, n + 1), order = take<long long>(in, total);
